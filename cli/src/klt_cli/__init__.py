@@ -1,0 +1,1 @@
+"""The klt command line: the local dev stack, the demo and operator tools."""

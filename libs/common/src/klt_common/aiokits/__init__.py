@@ -1,0 +1,1 @@
+"""Asyncio primitives with no knowledge of Kubernetes, Kafka or Keptn."""

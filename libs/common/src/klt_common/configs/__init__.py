@@ -1,0 +1,1 @@
+"""Settings: explicit objects built once in each entry point and passed down."""

@@ -1,0 +1,1 @@
+"""Tracing, metrics, health endpoints and structured logs shared by every service."""

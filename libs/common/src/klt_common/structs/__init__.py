@@ -1,0 +1,1 @@
+"""Pure data: API models for the Keptn resources and the bus event catalogue. No I/O here."""

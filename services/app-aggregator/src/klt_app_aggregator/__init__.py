@@ -1,0 +1,1 @@
+"""klt app-aggregator service."""

@@ -1,0 +1,1 @@
+"""klt evaluator service."""

@@ -1,0 +1,1 @@
+"""klt task-runner service."""

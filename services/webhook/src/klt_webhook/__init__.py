@@ -1,0 +1,1 @@
+"""klt webhook service."""
