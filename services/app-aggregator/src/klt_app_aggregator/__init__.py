@@ -1,1 +1,1 @@
-"""klt app-aggregator service."""
+"""klt app-aggregator: builds KeptnWorkloads, KeptnApps and their versions from admitted pods."""

@@ -1,1 +1,1 @@
-"""klt evaluator service."""
+"""klt evaluator: queries metric providers and runs evaluations and analyses."""

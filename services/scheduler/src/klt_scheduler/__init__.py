@@ -1,1 +1,1 @@
-"""klt scheduler service."""
+"""klt scheduler: runs the lifecycle phases and releases the scheduling gate."""

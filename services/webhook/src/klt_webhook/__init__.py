@@ -1,1 +1,1 @@
-"""klt webhook service."""
+"""klt webhook: admits and gates pods, converts and validates Keptn resources."""

@@ -19,8 +19,14 @@ from typing import Any
 _log = logging.getLogger(__name__)
 
 
-async def guarded(name: str, coro: Awaitable[None], *, may_return: bool = False) -> None:
-    """Run a root task's body, logging how it ended. Cancellation is always re-raised."""
+async def guarded(
+    name: str, coro: Awaitable[None], *, may_return: bool | Callable[[], bool] = False
+) -> None:
+    """Run a root task's body, logging how it ended. Cancellation is always re-raised.
+
+    ``may_return`` says whether returning is expected (a callable is asked at return time, so
+    a loop that ends because a stop was requested is not reported as a surprise).
+    """
     try:
         await coro
     except asyncio.CancelledError:
@@ -30,12 +36,12 @@ async def guarded(name: str, coro: Awaitable[None], *, may_return: bool = False)
         _log.exception("task %s crashed", name)
         raise
     else:
-        if not may_return:
+        if not (may_return() if callable(may_return) else may_return):
             _log.warning("task %s returned, though it should run until stopped", name)
 
 
 def create_guarded_task(
-    name: str, coro: Coroutine[Any, Any, None], *, may_return: bool = False
+    name: str, coro: Coroutine[Any, Any, None], *, may_return: bool | Callable[[], bool] = False
 ) -> asyncio.Task[None]:
     """Start ``coro`` as a named, guarded task."""
     return asyncio.create_task(guarded(name, coro, may_return=may_return), name=name)
@@ -110,7 +116,7 @@ async def run_until_stopped(
     Errors of root tasks that crashed are re-raised at the end, after everything has stopped,
     so that a crash never leaves sibling loops running behind it.
     """
-    tasks = [create_guarded_task(r.name, r.factory()) for r in roots]
+    tasks = [create_guarded_task(r.name, r.factory(), may_return=stop.is_set) for r in roots]
     stop_waiter = asyncio.create_task(stop.wait(), name="stop-flag")
     try:
         await asyncio.wait([*tasks, stop_waiter], return_when=asyncio.FIRST_COMPLETED)

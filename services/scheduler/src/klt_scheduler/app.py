@@ -1,0 +1,15 @@
+"""Wiring of the scheduler service: what it registers on the service template.
+
+The scheduler's handlers arrive with issue 6; until then the process runs the shared template
+(probes, cluster client, bus publisher, staged shutdown) and registers no handler, so that it
+can already be deployed, scaled and probed like the finished service.
+"""
+
+from __future__ import annotations
+
+from klt_common.service import ServiceContext
+from klt_scheduler.settings import SchedulerSettings
+
+
+async def setup(context: ServiceContext[SchedulerSettings]) -> None:
+    context.readiness.add("started", lambda: True)
