@@ -30,6 +30,7 @@ from pydantic import BaseModel
 
 from klt_common.aiokits.retry import retry, sleep_or_stop
 from klt_common.configs.settings import ClusterSettings
+from klt_common.structs import api
 
 _log = logging.getLogger(__name__)
 
@@ -664,3 +665,16 @@ class WatchCache:
 
 def _rv(obj: Body) -> str:
     return str(obj.get("metadata", {}).get("resourceVersion", ""))
+
+
+def keptn_resource(kind: str) -> Resource:
+    """The ``Resource`` of a Keptn kind (``"KeptnApp"``), from the model registry."""
+    rk = api.by_kind(kind)
+    return Resource(rk.group, rk.version, rk.plural, rk.kind, rk.namespaced)
+
+
+def typed(client: ClusterClient, kind: str) -> Typed[api.KeptnResource]:
+    """Model-typed access to a Keptn kind; narrow with ``Typed(client, res, Model)`` instead
+    when the concrete model class is known statically."""
+    rk = api.by_kind(kind)
+    return Typed(client, keptn_resource(kind), rk.model)
