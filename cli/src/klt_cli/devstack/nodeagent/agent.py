@@ -299,7 +299,21 @@ class PodWorker:
             "conditions": conditions,
             "containerStatuses": [c.status() for c in self.containers],
         }
-        await self.agent.client.patch_status(k8s.PODS, self.name, status, self.namespace)
+        # A status the apiserver did not take is retried until it is (or the pod goes away):
+        # losing a final Succeeded/Failed would leave its Job running forever.
+        while True:
+            try:
+                await self.agent.client.patch_status(k8s.PODS, self.name, status, self.namespace)
+            except k8s.NotFound:
+                raise
+            except Exception as exc:  # noqa: BLE001 - apiserver outages are waited out
+                _log.warning(
+                    "status of %s/%s not written (%s); retrying", self.namespace, self.name, exc
+                )
+                if await sleep_or_stop(1.0, self.deleted):
+                    return
+            else:
+                return
 
     async def _kill_all(self) -> None:
         for proc in list(self.procs.values()):
@@ -414,7 +428,7 @@ class NodeAgent:
                 try:
                     await self._renew_lease(name)
                     await self._node_status(name, index)
-                except k8s.ApiError as exc:
+                except Exception as exc:  # noqa: BLE001 - an apiserver outage must not kill the node
                     _log.warning("heartbeat for %s failed: %s", name, exc)
             await sleep_or_stop(self.settings.heartbeat_seconds, stop)
 
