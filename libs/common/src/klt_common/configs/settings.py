@@ -52,6 +52,17 @@ class BusSettings(_Group):
     request_timeout_ms: int = 30_000
     """Producer and admin request timeout."""
 
+    connect_retry_delays: tuple[float, ...] = (0.5, 1.0, 2.0, 4.0, 8.0, 15.0)
+    """Seconds between attempts to reach the brokers when a client starts. All services and Kafka
+    start together in the dev stack and after a node restart; about half a minute of patience
+    avoids a crash-loop there, while a really missing broker still fails the pod visibly."""
+
+    drain_grace_seconds: float = 10.0
+    """Seconds a consumer lets in-flight handlers finish when its partitions are revoked or it
+    stops; handlers still running are then cancelled and their messages redelivered. Kept
+    below ``ShutdownSettings.grace_seconds`` so the final commit and the group leave still fit;
+    the consumer's rebalance timeout is derived from it, since other members wait for us."""
+
 
 class ClusterSettings(_Group):
     """How the service reaches the Kubernetes apiserver."""
