@@ -59,6 +59,16 @@ _DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9
 Meta = Mapping[str, Any]
 
 
+def _map(value: Any) -> Mapping[str, Any]:
+    # Objects come from the apiserver, but admission bodies can be anything: a field of the
+    # wrong type reads as absent rather than crashing the caller.
+    return value if isinstance(value, Mapping) else {}
+
+
+def _seq(value: Any) -> list[Any]:
+    return list(value) if isinstance(value, list | tuple) else []
+
+
 class DiscoveryError(ValueError):
     """The pod asks for the lifecycle but its keys cannot be turned into resources.
 
@@ -71,8 +81,8 @@ def label_or_annotation(meta: Meta, primary: str, secondary: str = "") -> str | 
 
     Empty values count as absent.
     """
-    annotations = meta.get("annotations") or {}
-    labels = meta.get("labels") or {}
+    annotations = _map(meta.get("annotations"))
+    labels = _map(meta.get("labels"))
     for key in (primary, secondary):
         if not key:
             continue
@@ -137,7 +147,7 @@ def calculate_version(containers: Sequence[Mapping[str, Any]], container_name: s
     """
     seed = ""
     found = False
-    for container in containers:
+    for container in (c for c in _seq(containers) if isinstance(c, Mapping)):
         name = str(container.get("name", ""))
         image = str(container.get("image", ""))
         if name == container_name:
@@ -146,10 +156,13 @@ def calculate_version(containers: Sequence[Mapping[str, Any]], container_name: s
             if tag is not None:
                 return tag.lower()
         seed += name + image
-        for env in container.get("env") or []:
+        for env in (e for e in _seq(container.get("env")) if isinstance(e, Mapping)):
             seed += str(env.get("name", "")) + str(env.get("value", "") or "")
     if container_name and not found:
-        names = ", ".join(str(c.get("name", "")) for c in containers) or "none"
+        names = (
+            ", ".join(str(c.get("name", "")) for c in _seq(containers) if isinstance(c, Mapping))
+            or "none"
+        )
         raise DiscoveryError(
             f"{CONTAINER} names container '{container_name}', which the pod does not have "
             f"(its containers: {names}); name one of them or remove the annotation"
@@ -180,8 +193,8 @@ def is_valid_name(name: str) -> bool:
 def supported_owner(meta: Meta) -> Mapping[str, Any] | None:
     """The last owner reference of a kind Keptn supports, as Keptn picks it."""
     chosen = None
-    for owner in meta.get("ownerReferences") or []:
-        if owner.get("kind") in SUPPORTED_OWNERS:
+    for owner in _seq(meta.get("ownerReferences")):
+        if isinstance(owner, Mapping) and owner.get("kind") in SUPPORTED_OWNERS:
             chosen = owner
     return chosen
 
@@ -224,7 +237,8 @@ def discover(pod: Meta, parent: Meta | None = None) -> Discovery | None:
     Raises:
         DiscoveryError: the pod is annotated but its keys give no valid resource names.
     """
-    meta: Meta = pod.get("metadata") or {}
+    meta = _map(pod.get("metadata"))
+    parent = _map(parent) if parent is not None else None
     owner = supported_owner(meta)
     if owner is None:
         return None
@@ -240,7 +254,7 @@ def discover(pod: Meta, parent: Meta | None = None) -> Discovery | None:
     version = label_or_annotation(source, VERSION, K8S_VERSION)
     container = label_or_annotation(meta, CONTAINER) or ""
     if version is None:
-        containers = (pod.get("spec") or {}).get("containers") or []
+        containers = _seq(_map(pod.get("spec")).get("containers"))
         version = calculate_version(containers, container)
         copied[VERSION] = version
     version = version.lower()
@@ -256,7 +270,7 @@ def discover(pod: Meta, parent: Meta | None = None) -> Discovery | None:
     # The webhook writes keptn.sh/app onto a single-service pod (as Keptn does); the app-type
     # annotation it adds beside it keeps a later reader from mistaking the pod for part of a
     # multi-service app.
-    single = app_key is None or (meta.get("annotations") or {}).get(APP_TYPE) == SINGLE_SERVICE
+    single = app_key is None or _map(meta.get("annotations")).get(APP_TYPE) == SINGLE_SERVICE
     app = create_resource_name(app_key or workload_key)
     if app_key is None:
         copied[APP] = app
