@@ -7,7 +7,7 @@ import json
 import sys
 from collections.abc import Sequence
 
-from klt_cli import checks
+from klt_cli import checks, ops
 from klt_cli.devstack import build, paths
 from klt_cli.devstack.proc import StackError
 from klt_cli.devstack.stack import Stack
@@ -144,6 +144,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("env", help='shell exports: eval "$(klt dev env)"')
     p.set_defaults(func=_cmd_env)
+
+    ops.add_commands(top)
 
     p = top.add_parser("test", help="static checks and the whole test suite (what CI runs)")
     p.add_argument("--no-static", action="store_true", help="skip ruff, mypy, import-linter")
