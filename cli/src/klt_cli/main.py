@@ -7,7 +7,7 @@ import json
 import sys
 from collections.abc import Sequence
 
-from klt_cli import checks, ops
+from klt_cli import checks, demo, ops
 from klt_cli.devstack import build, paths
 from klt_cli.devstack.proc import StackError
 from klt_cli.devstack.stack import Stack
@@ -146,6 +146,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_env)
 
     ops.add_commands(top)
+
+    p = top.add_parser("demo", help="run the podtato-head example on the local stack, live")
+    p.add_argument("--timeout", type=float, default=600.0, help="seconds to wait for Completed")
+    p.add_argument("--keep", action="store_true", help="do not delete the example namespace first")
+    p.set_defaults(func=lambda a: demo.run(timeout=a.timeout, keep=a.keep))
 
     p = top.add_parser("test", help="static checks and the whole test suite (what CI runs)")
     p.add_argument("--no-static", action="store_true", help="skip ruff, mypy, import-linter")

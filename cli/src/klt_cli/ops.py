@@ -263,71 +263,73 @@ async def _topics(args: argparse.Namespace) -> int:
 
 
 async def _trace(args: argparse.Namespace) -> int:
-    out = _Out()
     client = await _cluster()
     try:
-        kav = await client.get_or_none(APP_VERSIONS, args.app_version, args.namespace)
-        if kav is None:
-            out.write(f"klt trace: KeptnAppVersion {args.namespace}/{args.app_version} not found")
-            return 1
-        app = kav["spec"].get("appName", "")
-        kwvs = [
-            w
-            for w in (await client.list(WORKLOAD_VERSIONS, args.namespace)).items
-            if w.get("spec", {}).get("app") == app
-        ]
-        names = {args.app_version, *(w["metadata"]["name"] for w in kwvs)}
-        recorded = (await client.list(k8s.EVENTS, args.namespace)).items
-        lines: list[tuple[str, str, str, str]] = []
-        for event in recorded:
-            involved = event.get("involvedObject", {})
-            if involved.get("name") not in names:
-                continue
-            when = event.get("eventTime") or event.get("firstTimestamp") or ""
-            lines.append(
-                (when, involved.get("name", ""), event.get("reason", ""), event.get("message", ""))
-            )
-        for obj in [kav, *kwvs]:
-            status = obj.get("status") or {}
-            for key, value in status.items():
-                if not (
-                    key.endswith(("TaskStatus", "EvaluationStatus")) and isinstance(value, list)
-                ):
-                    continue
-                for item in value:
-                    if isinstance(item, dict):
-                        for stamp, what in (
-                            ("startTime", "started"),
-                            ("endTime", item.get("status", "")),
-                        ):
-                            if item.get(stamp):
-                                lines.append(
-                                    (
-                                        item[stamp],
-                                        obj["metadata"]["name"],
-                                        f"{item.get('definitionName', '')} {what}",
-                                        item.get("name", ""),
-                                    )
-                                )
-        status = kav.get("status") or {}
-        out.write(
-            f"{args.namespace}/{args.app_version}: {status.get('status', 'Pending')} "
-            f"(phase {status.get('currentPhase') or '-'})"
-        )
-        start = min((line[0] for line in lines if line[0]), default="")
-        for when, name, reason, message in sorted(lines):
-            offset = ""
-            with contextlib.suppress(ValueError):
-                t0 = dt.datetime.fromisoformat(start.replace("Z", "+00:00"))
-                t1 = dt.datetime.fromisoformat(when.replace("Z", "+00:00"))
-                offset = f"+{(t1 - t0).total_seconds():7.2f}s"
-            state = next(
-                (s for s in _COLOURS if reason.endswith(s) or reason.endswith(s.lower())), None
-            )
-            out.write(f"{offset:>10} {name:<40} {out.paint(reason, state)} {message}")
-        return 0
+        return await show_trace(_Out(), client, args.app_version, args.namespace)
     finally:
         await client.close()
+
+
+async def show_trace(out: _Out, client: k8s.ClusterClient, app_version: str, namespace: str) -> int:
+    """Print the timeline of one KeptnAppVersion and its workloads; 1 when it does not exist."""
+    kav = await client.get_or_none(APP_VERSIONS, app_version, namespace)
+    if kav is None:
+        out.write(f"klt trace: KeptnAppVersion {namespace}/{app_version} not found")
+        return 1
+    app = kav["spec"].get("appName", "")
+    kwvs = [
+        w
+        for w in (await client.list(WORKLOAD_VERSIONS, namespace)).items
+        if w.get("spec", {}).get("app") == app
+    ]
+    names = {app_version, *(w["metadata"]["name"] for w in kwvs)}
+    recorded = (await client.list(k8s.EVENTS, namespace)).items
+    lines: list[tuple[str, str, str, str]] = []
+    for event in recorded:
+        involved = event.get("involvedObject", {})
+        if involved.get("name") not in names:
+            continue
+        when = event.get("eventTime") or event.get("firstTimestamp") or ""
+        lines.append(
+            (when, involved.get("name", ""), event.get("reason", ""), event.get("message", ""))
+        )
+    for obj in [kav, *kwvs]:
+        status = obj.get("status") or {}
+        for key, value in status.items():
+            if not (key.endswith(("TaskStatus", "EvaluationStatus")) and isinstance(value, list)):
+                continue
+            for item in value:
+                if isinstance(item, dict):
+                    for stamp, what in (
+                        ("startTime", "started"),
+                        ("endTime", item.get("status", "")),
+                    ):
+                        if item.get(stamp):
+                            lines.append(
+                                (
+                                    item[stamp],
+                                    obj["metadata"]["name"],
+                                    f"{item.get('definitionName', '')} {what}",
+                                    item.get("name", ""),
+                                )
+                            )
+    status = kav.get("status") or {}
+    out.write(
+        f"{namespace}/{app_version}: {status.get('status', 'Pending')} "
+        f"(phase {status.get('currentPhase') or '-'})"
+    )
+    start = min((line[0] for line in lines if line[0]), default="")
+    for when, name, reason, message in sorted(lines):
+        offset = ""
+        with contextlib.suppress(ValueError):
+            t0 = dt.datetime.fromisoformat(start.replace("Z", "+00:00"))
+            t1 = dt.datetime.fromisoformat(when.replace("Z", "+00:00"))
+            offset = f"+{(t1 - t0).total_seconds():7.2f}s"
+        state = next(
+            (s for s in _COLOURS if reason.endswith(s) or reason.endswith(s.lower())), None
+        )
+        out.write(f"{offset:>10} {name:<40} {out.paint(reason, state)} {message}")
+    return 0
 
 
 def _run(coro_fn: Any) -> Any:
