@@ -1,7 +1,8 @@
 """`klt dev build`: compile or fetch the stack's binaries into the build cache.
 
 Everything comes from package registries (the Go module proxy, Maven Central,
-npm), never from release download sites, so the same steps work on a machine
+npm, and Debian's apt for the Prometheus the evaluator's tests query), never
+from release download sites, so the same steps work on a machine
 that reaches only registries. Each artifact writes a stamp holding its recipe's
 fingerprint once it is complete; a run finds the stamp and skips the artifact,
 so a build interrupted half way resumes at the first artifact without one.
@@ -9,12 +10,14 @@ so a build interrupted half way resumes at the first artifact without one.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import platform
 import re
 import shutil
+import signal
 import subprocess
 import tarfile
 import time
@@ -370,6 +373,160 @@ def _probe_deno(art: Artifact) -> bool:
     return re.search(rf"^deno {re.escape(versions.DENO_VERSION)}\b", out, re.MULTILINE) is not None
 
 
+# --- prometheus -------------------------------------------------------------------
+#
+# The evaluator's integration tests query a real Prometheus. Debian ships one, so this artifact
+# installs the distribution package (through apt, a package registry like the others) rather
+# than a release download. Only the binary is used: the tests start their own process with a
+# temporary data dir on a loopback port, so the package's own service must never run.
+
+
+def _prometheus_pids() -> set[int]:
+    """Pids of running processes whose executable is the distribution's prometheus binary."""
+    found: set[int] = set()
+    for proc_dir in Path("/proc").iterdir():
+        if not proc_dir.name.isdigit():
+            continue
+        try:
+            exe = os.readlink(proc_dir / "exe")
+        except OSError:
+            continue
+        if exe == versions.PROMETHEUS_BINARY:
+            found.add(int(proc_dir.name))
+    return found
+
+
+def _install_prometheus(art: Artifact, progress: Progress) -> None:
+    apt_get = shutil.which("apt-get")
+    if apt_get is None:
+        raise StackError(
+            f"{art.name}: {versions.PROMETHEUS_BINARY} is missing and apt-get is not available; "
+            f"install Prometheus {versions.PROMETHEUS_MIN_MAJOR}.x so that "
+            f"{versions.PROMETHEUS_BINARY} exists"
+        )
+    if os.geteuid() != 0:
+        raise StackError(
+            f"{art.name}: {versions.PROMETHEUS_BINARY} is missing and installing it needs root; "
+            f"run `sudo apt-get install -y --no-install-recommends "
+            f"{versions.PROMETHEUS_DEB_PACKAGE}` (its service need not run)"
+        )
+    env = dict(os.environ)
+    env["DEBIAN_FRONTEND"] = "noninteractive"
+    # policy-rc.d answering 101 ("action forbidden") is Debian's documented way to keep a
+    # package's postinst from starting its daemon (invoke-rc.d and deb-systemd-invoke honour it).
+    # Only a policy file we created is removed again.
+    policy = Path("/usr/sbin/policy-rc.d")
+    created_policy = False
+    if not policy.exists():
+        policy.write_text(
+            "#!/bin/sh\n# written by klt dev build while installing prometheus\nexit 101\n"
+        )
+        policy.chmod(0o755)
+        created_policy = True
+    before = _prometheus_pids()
+    try:
+        progress(f"{art.name}: apt-get update (package lists)")
+        run_logged(
+            [apt_get, "update"],
+            cwd=art.directory,
+            env=env,
+            log_path=art.log_path,
+            label=f"{art.name} apt-get update",
+            timeout=FETCH_TIMEOUT,
+            progress=progress,
+        )
+        progress(f"{art.name}: apt-get install {versions.PROMETHEUS_DEB_PACKAGE} (~30 MB)")
+        run_logged(
+            [
+                apt_get,
+                "install",
+                "-y",
+                "--no-install-recommends",
+                "-o",
+                "Dpkg::Options::=--force-confdef",
+                "-o",
+                "Dpkg::Options::=--force-confold",
+                versions.PROMETHEUS_DEB_PACKAGE,
+            ],
+            cwd=art.directory,
+            env=env,
+            log_path=art.log_path,
+            label=f"{art.name} apt-get install",
+            timeout=FETCH_TIMEOUT,
+            progress=progress,
+        )
+    finally:
+        if created_policy:
+            policy.unlink(missing_ok=True)
+        # Belt and braces: a daemon the install started anyway (an init system that ignores
+        # policy-rc.d) would hold port 9090 and scrape forever; stop exactly the new ones.
+        for pid in sorted(_prometheus_pids() - before):
+            progress(f"{art.name}: stopping the prometheus daemon the package started (pid {pid})")
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGTERM)
+
+
+def _build_prometheus(art: Artifact, progress: Progress) -> None:
+    binary = Path(versions.PROMETHEUS_BINARY)
+    if binary.is_file():
+        progress(f"{art.name}: using the installed {binary}")
+    else:
+        _install_prometheus(art, progress)
+    if not binary.is_file():
+        raise StackError(f"{art.name}: the package did not install {binary}; log {art.log_path}")
+    link = art.directory / "bin" / "prometheus"
+    link.parent.mkdir(parents=True, exist_ok=True)
+    if link.is_symlink() or link.exists():
+        link.unlink()
+    link.symlink_to(binary)
+
+
+def _probe_prometheus(art: Artifact) -> bool:
+    out = _version_output(art.directory / "bin" / "prometheus", "--version")
+    return re.search(rf"prometheus, version {versions.PROMETHEUS_MIN_MAJOR}\.", out) is not None
+
+
+# --- helm -------------------------------------------------------------------------
+
+
+def helm_go_mod() -> str:
+    return (
+        f"module local/helmbin\n\ngo {versions.HELM_GO_LINE}\n\n"
+        f"require helm.sh/helm/v3 v{versions.HELM_VERSION}\n"
+    )
+
+
+def helm_ldflags() -> str:
+    # Without it `helm version` says "v3.21" and charts' kubeVersion/helm checks see no patch.
+    return f"-X helm.sh/helm/v3/internal/version.version=v{versions.HELM_VERSION}"
+
+
+def _build_helm(art: Artifact, progress: Progress) -> None:
+    go = _tool("go", f"install Go >= {versions.HELM_GO_LINE} (the machine image has it)")
+    art.directory.mkdir(parents=True, exist_ok=True)
+    (art.directory / "go.mod").write_text(helm_go_mod())
+    (art.directory / "tools.go").write_text(_tools_go(["helm.sh/helm/v3/cmd/helm"]))
+    progress(f"{art.name}: resolving modules (go mod tidy)")
+    _run_go(art, [go, "mod", "tidy"], progress, f"{art.name} go mod tidy", FETCH_TIMEOUT)
+    progress(f"{art.name}: compiling helm (2-5 min cold)")
+    argv = [
+        go,
+        "build",
+        "-trimpath",
+        "-ldflags",
+        helm_ldflags(),
+        "-o",
+        "bin/helm",
+        "helm.sh/helm/v3/cmd/helm",
+    ]
+    _run_go(art, argv, progress, f"{art.name} go build", GO_BUILD_TIMEOUT)
+
+
+def _probe_helm(art: Artifact) -> bool:
+    out = _version_output(art.directory / "bin" / "helm", "version", "--template", "{{.Version}}")
+    return out.strip() == f"v{versions.HELM_VERSION}"
+
+
 # --- the catalogue ------------------------------------------------------------------
 
 
@@ -421,6 +578,35 @@ def artifacts(cache: Path | None = None) -> list[Artifact]:
             build=_build_k8s,
             probe=_probe_k8s,
             hint="Go module proxy, 10-25 min cold",
+        ),
+        Artifact(
+            name="prometheus",
+            directory=root / "prometheus",
+            recipe={
+                "package": versions.PROMETHEUS_DEB_PACKAGE,
+                "binary": versions.PROMETHEUS_BINARY,
+                "major": versions.PROMETHEUS_MIN_MAJOR,
+            },
+            executables={"prometheus": "bin/prometheus"},
+            outputs=("bin/prometheus",),
+            build=_build_prometheus,
+            probe=_probe_prometheus,
+            hint="Debian package via apt-get, ~1 min; skipped when already installed",
+        ),
+        Artifact(
+            name="helm",
+            directory=root / "helm",
+            recipe={
+                "go.mod": helm_go_mod(),
+                "ldflags": helm_ldflags(),
+                "cgo": 0,
+                "flags": "-trimpath",
+            },
+            executables={"helm": "bin/helm"},
+            outputs=("bin/helm",),
+            build=_build_helm,
+            probe=_probe_helm,
+            hint="Go module proxy, 2-5 min cold",
         ),
     ]
 

@@ -63,3 +63,15 @@ KAFKA_LOG4J_SLF4J_VERSION = "2.24.3"
 MAVEN_DEPENDENCY_PLUGIN_VERSION = "3.7.1"
 
 DENO_VERSION = "2.9.6"
+
+# helm for the chart in deploy/charts (lint, template, install). It has no replace directives,
+# so a plain wrapper module builds it; its go.mod asks for go 1.26.0 (v3.21.x).
+HELM_VERSION = "3.21.4"
+HELM_GO_LINE = "1.26.0"
+
+# Prometheus for the evaluator's integration tests: the distribution's package (bookworm ships
+# 2.42), installed with apt when the binary is missing. Not pinned to a Debian revision, so the
+# same recipe works on any Debian or Ubuntu release; the probe only checks the major version.
+PROMETHEUS_DEB_PACKAGE = "prometheus"
+PROMETHEUS_BINARY = "/usr/bin/prometheus"
+PROMETHEUS_MIN_MAJOR = 2

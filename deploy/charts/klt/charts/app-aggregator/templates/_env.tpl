@@ -1,0 +1,2 @@
+{{/* Settings of the app-aggregator beyond the common ones: none yet (extraSettings for more). */}}
+{{- define "klt.app-aggregator.env" -}}{{- end -}}

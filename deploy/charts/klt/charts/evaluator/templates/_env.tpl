@@ -1,0 +1,2 @@
+{{/* Settings of the evaluator beyond the common ones: none yet (extraSettings for more). */}}
+{{- define "klt.evaluator.env" -}}{{- end -}}
