@@ -198,7 +198,7 @@ def test_names_scope_and_conversion(entry: api.ResourceKind) -> None:
     spec = crd["spec"]
     assert spec["group"] == entry.group
     assert spec["scope"] == "Namespaced"
-    assert spec["conversion"] == {"strategy": "None"}
+    assert spec["conversion"] == crdgen.conversion_for(entry)
     names = spec["names"]
     assert names["kind"] == entry.kind
     assert names["listKind"] == f"{entry.kind}List"

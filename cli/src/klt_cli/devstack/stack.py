@@ -206,10 +206,45 @@ def _service(name: str, module: str, port: int) -> ServiceSpec:
     )
 
 
+# The webhook's HTTPS port for the apiserver's admission and conversion calls (the chart's
+# Service maps 443 to 9443 in a cluster). The apiserver runs on this host, so it calls the
+# webhook by URL on 127.0.0.1; no Service would be routable here.
+WEBHOOK_ADMISSION_PORT = 18443
+WEBHOOK_NAMESPACE = "klt-system"
+# The conversion webhook the chart's CRDs name (deploy/crds), and its dev-stack URL.
+WEBHOOK_SERVICE = "klt-webhook"
+WEBHOOK_CONVERT_URL = f"https://{HOST}:{WEBHOOK_ADMISSION_PORT}/convert"
+
+
+def _webhook_service() -> ServiceSpec:
+    base = _service("webhook", "klt_webhook", 18081)
+    return dataclasses.replace(
+        base,
+        env={
+            **base.env,
+            "KLT_CLUSTER__NAMESPACE": WEBHOOK_NAMESPACE,
+            "KLT_ADMISSION__HOST": HOST,
+            "KLT_ADMISSION__PORT": str(WEBHOOK_ADMISSION_PORT),
+            # Self-managed CA and serving certificate (Secret klt-system/klt-certs), with the
+            # address the apiserver dials in its SANs.
+            "KLT_CERTS__MODE": "self-managed",
+            "KLT_CERTS__EXTRA_DNS_NAMES": '["localhost"]',
+            "KLT_CERTS__EXTRA_IP_ADDRESSES": f'["{HOST}"]',
+            "KLT_REGISTRATION__MODE": "url",
+            "KLT_REGISTRATION__URL_HOST": HOST,
+            "KLT_REGISTRATION__CREATE_NAMESPACE": "true",
+            # On a developer's machine the webhook process is restarted often; Ignore keeps a
+            # stopped webhook from refusing every pod in the stack (gating then falls back to
+            # the aggregator's reconciliation). Installs via the chart default to Fail.
+            "KLT_REGISTRATION__FAILURE_POLICY": "Ignore",
+        },
+    )
+
+
 # `klt dev up` (without --no-services) starts each one through start_services(), each as its
 # own process, as the chart runs each as its own Deployment.
 SERVICES: tuple[ServiceSpec, ...] = (
-    _service("webhook", "klt_webhook", 18081),
+    _webhook_service(),
     _service("app-aggregator", "klt_app_aggregator", 18082),
     _service("task-runner", "klt_task_runner", 18083),
     _service("evaluator", "klt_evaluator", 18084),
@@ -954,6 +989,7 @@ def apply_crds(
         progress(f"no CRDs in {directory} yet; skipping")
         return []
     names = crd_names(files)
+    files = _with_dev_conversion(files, info.state_dir / "crds")
     digest = hashlib.sha256()
     for f in files:
         digest.update(f.name.encode() + b"\0" + f.read_bytes() + b"\0")
@@ -983,6 +1019,38 @@ def apply_crds(
     stamp.write_text(digest.hexdigest())
     progress(f"applied {len(files)} file(s) from {directory}; {len(names)} CRD(s) Established")
     return names
+
+
+def _with_dev_conversion(files: Sequence[Path], out_dir: Path) -> list[Path]:
+    """The CRD files with the conversion webhook's Service reference replaced by its dev URL.
+
+    The webhook service rewrites the conversion clientConfig of the CRDs it serves (a URL
+    here) and injects its caBundle. If this apply then put the chart's Service reference back,
+    the CRD would hold both a url and a service, which the apiserver rejects, and `up` would
+    fail; applying the URL makes this apply and the webhook agree, and the webhook's caBundle
+    (a field this apply never sets) survives re-applies.
+    """
+    out_dir.mkdir(parents=True, exist_ok=True)
+    rendered: list[Path] = []
+    for f in files:
+        text = f.read_text()
+        docs = list(yaml.safe_load_all(text))
+        changed = False
+        for doc in docs:
+            webhook = ((doc or {}).get("spec") or {}).get("conversion", {}).get("webhook") or {}
+            config = webhook.get("clientConfig") or {}
+            if (config.get("service") or {}).get("name") == WEBHOOK_SERVICE:
+                webhook["clientConfig"] = {"url": WEBHOOK_CONVERT_URL}
+                changed = True
+        if not changed:
+            rendered.append(f)
+            continue
+        target = out_dir / f.name
+        body = yaml.safe_dump_all(docs, sort_keys=False)
+        if not target.is_file() or target.read_text() != body:
+            target.write_text(body)
+        rendered.append(target)
+    return rendered
 
 
 def _not_established(info: StackInfo, names: Sequence[str]) -> list[str]:

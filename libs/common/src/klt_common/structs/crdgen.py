@@ -15,9 +15,10 @@ Keptn's CRDs; every kind also joins the ``keptn`` category so ``kubectl get kept
 Versions. ``v1`` (``v1alpha1`` for KeptnConfig, which never left alpha) is served and stored.
 Each CRD also serves the older versions Keptn served for that kind, so manifests written for
 them still apply. Their schemas accept any spec and status (``x-kubernetes-preserve-unknown-
-fields``) because there is no conversion yet: with ``conversion.strategy: None`` the apiserver
-only rewrites ``apiVersion``, so an object applied as v1alpha3 is stored and read back with its
-old field layout. A conversion webhook will replace ``None`` once it exists.
+fields``); what an old field means is decided by the conversion webhook, which every CRD with
+more than one version names (``conversion.strategy: Webhook``, the ``klt-webhook`` Service in
+``klt-system``, path ``/convert``). The rendered ``clientConfig`` is the chart's; the running
+webhook service rewrites it (a URL in the dev stack) and injects the ``caBundle`` it trusts.
 
 Everything except :func:`find_drift` and :func:`main` is pure and returns plain data.
 """
@@ -47,7 +48,12 @@ from klt_common.structs import api
 from klt_common.structs.api._base import Crd, CrdSchema
 
 __all__ = [
+    "CONVERSION_PATH",
+    "CONVERSION_SERVICE",
+    "CONVERSION_SERVICE_NAMESPACE",
+    "CONVERSION_SERVICE_PORT",
     "PrinterColumn",
+    "conversion_for",
     "crd_for",
     "file_name",
     "find_drift",
@@ -55,6 +61,7 @@ __all__ = [
     "object_schema",
     "render",
     "render_all",
+    "served_versions",
 ]
 
 _HEADER = (
@@ -110,6 +117,39 @@ _LEGACY_VERSIONS: dict[str, tuple[str, ...]] = {
     "AnalysisValueTemplate": _ANALYSIS_LEGACY,
     "KeptnConfig": (),
 }
+
+#: Where the chart's CRDs send ConversionReviews: the webhook service's Service (port 443 maps to
+#: its admission port) in the namespace the chart installs klt into.
+CONVERSION_SERVICE = "klt-webhook"
+CONVERSION_SERVICE_NAMESPACE = "klt-system"
+CONVERSION_SERVICE_PORT = 443
+CONVERSION_PATH = "/convert"
+
+
+def served_versions(kind: api.ResourceKind) -> tuple[str, ...]:
+    """Every version the kind's CRD serves: the storage version first, then the older ones."""
+    return (kind.version, *_LEGACY_VERSIONS[kind.kind])
+
+
+def conversion_for(kind: api.ResourceKind) -> dict[str, Any]:
+    """The CRD's ``spec.conversion``: a webhook when it serves several versions, else None."""
+    if len(served_versions(kind)) < 2:
+        return {"strategy": "None"}
+    return {
+        "strategy": "Webhook",
+        "webhook": {
+            "conversionReviewVersions": ["v1"],
+            "clientConfig": {
+                "service": {
+                    "name": CONVERSION_SERVICE,
+                    "namespace": CONVERSION_SERVICE_NAMESPACE,
+                    "path": CONVERSION_PATH,
+                    "port": CONVERSION_SERVICE_PORT,
+                }
+            },
+        },
+    }
+
 
 #: Keptn's printer columns. Kinds Keptn printed nothing for keep kubectl's NAME/AGE default,
 #: except KeptnApp, whose version is the one thing worth seeing. KeptnTask's columns point at
@@ -366,8 +406,8 @@ def _legacy_schema(kind: api.ResourceKind, version: str) -> dict[str, Any]:
     free = {"type": "object", "x-kubernetes-preserve-unknown-fields": True}
     status = {"type": "string"} if _status_is_text(kind) else dict(free)
     return _envelope(
-        f"{kind.kind} as written for {kind.group}/{version}. Accepted without validation and "
-        f"stored unconverted; new manifests should use {kind.api_version}.",
+        f"{kind.kind} as written for {kind.group}/{version}. Converted to and from "
+        f"{kind.api_version} by the klt webhook; new manifests should use {kind.api_version}.",
         dict(free),
         status,
     )
@@ -419,10 +459,8 @@ def crd_for(kind: api.ResourceKind) -> dict[str, Any]:
             "group": kind.group,
             "names": names,
             "scope": "Namespaced" if kind.namespaced else "Cluster",
-            # No conversion yet: "None" makes the apiserver relabel apiVersion only, so old
-            # versions keep their old layout (see the module docstring). Replace with a Webhook
-            # strategy when the conversion webhook exists.
-            "conversion": {"strategy": "None"},
+            # Old versions are translated by the webhook service (see the module docstring).
+            "conversion": conversion_for(kind),
             "versions": versions,
         },
     }

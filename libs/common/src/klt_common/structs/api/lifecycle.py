@@ -495,6 +495,9 @@ class KeptnTaskStatus(ApiModel):
     end_time: Time | None = None
     reason: str | None = None
     """Reason of the Job's last condition (for example ``BackoffLimitExceeded``)."""
+    log_tail: str | None = None
+    """klt: the last lines of the task's output (at most a few KiB), kept when it finished, with
+    the values of the Secrets given to the task masked."""
 
 
 class KeptnTask(KeptnResource):
