@@ -1,0 +1,213 @@
+"""Webhook admission latency against request rate, over TLS, on one webhook process.
+
+Not a test: a measurement. It sends real AdmissionReview requests for annotated pods in an
+enabled namespace (the full gating path: caches, discovery, JSON patch, event queued for Kafka)
+to the local stack's webhook process over HTTPS with keep-alive connections, as the apiserver
+does, at fixed open-loop rates. It reports client-side p50/p99, the webhook's own histogram, and
+the CPU the webhook process used.
+
+    ./klt dev up && .venv/bin/python bench/webhook_admission.py [--rates 100,200,400] [--seconds 15]
+
+Writes bench/results/webhook_admission.json and prints a Markdown table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import ssl
+import subprocess
+import time
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+RESULTS = Path(__file__).resolve().parent / "results"
+STATE = Path(os.environ.get("KLT_STATE_DIR", Path.home() / ".local/state/klt"))
+URL = "https://127.0.0.1:18443/mutate-v1-pod"
+METRICS = "http://127.0.0.1:18081/metrics"
+NAMESPACE = "bench-admission"
+
+
+def _review(n: int) -> dict[str, Any]:
+    owner = {
+        "apiVersion": "apps/v1",
+        "kind": "ReplicaSet",
+        "name": f"web-{n % 20}",
+        "uid": f"00000000-0000-0000-0000-{n % 20:012d}",
+        "controller": True,
+    }
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "generateName": "web-",
+            "annotations": {
+                "keptn.sh/app": "bench",
+                "keptn.sh/workload": f"web-{n % 20}",
+                "keptn.sh/version": "1.0.0",
+            },
+            "ownerReferences": [owner],
+        },
+        "spec": {"containers": [{"name": "web", "image": "nginx:1.27"}]},
+    }
+    return {
+        "apiVersion": "admission.k8s.io/v1",
+        "kind": "AdmissionReview",
+        "request": {
+            "uid": str(uuid.uuid4()),
+            "kind": {"group": "", "version": "v1", "kind": "Pod"},
+            "resource": {"group": "", "version": "v1", "resource": "pods"},
+            "namespace": NAMESPACE,
+            "operation": "CREATE",
+            "object": pod,
+        },
+    }
+
+
+def _cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    ticks = os.sysconf("SC_CLK_TCK")
+    return (int(fields[11]) + int(fields[12])) / ticks
+
+
+def _pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+async def _run_rate(session: aiohttp.ClientSession, rate: int, seconds: float) -> dict[str, float]:
+    latencies: list[float] = []
+    errors = 0
+    bodies = [json.dumps(_review(n)).encode() for n in range(int(rate * seconds))]
+
+    async def one(body: bytes) -> None:
+        nonlocal errors
+        started = time.perf_counter()
+        try:
+            async with session.post(
+                URL, data=body, headers={"Content-Type": "application/json"}
+            ) as r:
+                payload = await r.json()
+                if r.status != 200 or "patch" not in payload["response"]:
+                    errors += 1
+        except aiohttp.ClientError:
+            errors += 1
+            return
+        latencies.append((time.perf_counter() - started) * 1000)
+
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    tasks = []
+    for i, body in enumerate(bodies):
+        # Open loop: requests leave on schedule whether or not earlier ones were answered.
+        delay = start + i / rate - loop.time()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        tasks.append(asyncio.create_task(one(body)))
+    await asyncio.gather(*tasks)
+    elapsed = loop.time() - start
+    return {
+        "rate_per_s": rate,
+        "sent": len(bodies),
+        "achieved_per_s": round(len(bodies) / elapsed, 1),
+        "errors": errors,
+        "p50_ms": round(_pct(latencies, 0.5), 2),
+        "p90_ms": round(_pct(latencies, 0.9), 2),
+        "p99_ms": round(_pct(latencies, 0.99), 2),
+        "max_ms": round(max(latencies), 2),
+    }
+
+
+def _prepare_namespace() -> None:
+    subprocess.run(["kubectl", "create", "namespace", NAMESPACE], capture_output=True, check=False)
+    annotate = ["kubectl", "annotate", "--overwrite", "namespace", NAMESPACE]
+    subprocess.run(
+        [*annotate, "keptn.sh/lifecycle-toolkit=enabled"], capture_output=True, check=True
+    )
+    time.sleep(2)  # let the webhook's namespace cache see the annotation
+
+
+async def _server_histogram(session: aiohttp.ClientSession) -> dict[float, float]:
+    """Cumulative bucket counts of the webhook's own admission-latency histogram."""
+    async with session.get(METRICS) as r:
+        text = await r.text()
+    buckets: dict[float, float] = {}
+    for line in text.splitlines():
+        if line.startswith("klt_webhook_admission_seconds_bucket"):
+            bound = line.split('le="', 1)[1].split('"', 1)[0]
+            buckets[float(bound)] = float(line.rsplit(" ", 1)[1])
+    return buckets
+
+
+def _bucket_quantile(before: dict[float, float], after: dict[float, float], q: float) -> float:
+    """The upper bound (ms) of the bucket holding quantile q of the requests in between."""
+    counts = sorted((bound, after[bound] - before.get(bound, 0.0)) for bound in after)
+    total = counts[-1][1]
+    for bound, cumulative in counts:
+        if cumulative >= q * total:
+            return bound * 1000
+    return float("inf")
+
+
+async def _main(rates: list[int], seconds: float) -> dict[str, Any]:
+    pid = int((STATE / "run" / "klt-webhook.pid").read_text().split()[0])
+    tls = ssl.create_default_context()
+    tls.check_hostname = False
+    tls.verify_mode = ssl.CERT_NONE  # the bench measures the server; the apiserver verifies
+    connector = aiohttp.TCPConnector(ssl=tls, limit=64, keepalive_timeout=60)
+    results = []
+    async with aiohttp.ClientSession(connector=connector) as session:
+        await _run_rate(session, 50, 2)  # warm caches, connections and the JIT-less interpreter
+        for rate in rates:
+            hist_before = await _server_histogram(session)
+            cpu_before, wall_before = _cpu_seconds(pid), time.monotonic()
+            result = await _run_rate(session, rate, seconds)
+            cpu = _cpu_seconds(pid) - cpu_before
+            hist_after = await _server_histogram(session)
+            result["server_p50_ms_le"] = _bucket_quantile(hist_before, hist_after, 0.5)
+            result["server_p99_ms_le"] = _bucket_quantile(hist_before, hist_after, 0.99)
+            result["webhook_cpu_percent"] = round(100 * cpu / (time.monotonic() - wall_before), 1)
+            results.append(result)
+    return {
+        "benchmark": "webhook pod admission over TLS, one process, open-loop rates",
+        "command": f"python bench/webhook_admission.py --rates {','.join(map(str, rates))} "
+        f"--seconds {seconds:g}",
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.system()}",
+        "python": platform.python_version(),
+        "note": "client and webhook share the machine's 2 cores; latency is measured at the client",
+        "date": datetime.now(UTC).strftime("%Y-%m-%d"),
+        "results": results,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--rates", default="100,200,400")
+    parser.add_argument("--seconds", type=float, default=15)
+    args = parser.parse_args()
+    _prepare_namespace()
+    result = asyncio.run(_main([int(r) for r in args.rates.split(",")], args.seconds))
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "webhook_admission.json").write_text(json.dumps(result, indent=2) + "\n")
+    print(
+        "| rate (req/s) | errors | client p50 ms | client p99 ms | server p50 ms | "
+        "server p99 ms | webhook CPU |"
+    )
+    print("|---|---|---|---|---|---|---|")
+    for r in result["results"]:
+        print(
+            f"| {r['rate_per_s']} | {r['errors']} | {r['p50_ms']} | {r['p99_ms']} | "
+            f"≤ {r['server_p50_ms_le']:g} | ≤ {r['server_p99_ms_le']:g} | "
+            f"{r['webhook_cpu_percent']}% |"
+        )
+
+
+if __name__ == "__main__":
+    main()
