@@ -210,6 +210,7 @@ def _service(name: str, module: str, port: int) -> ServiceSpec:
 # Service maps 443 to 9443 in a cluster). The apiserver runs on this host, so it calls the
 # webhook by URL on 127.0.0.1; no Service would be routable here.
 WEBHOOK_ADMISSION_PORT = 18443
+PROMETHEUS_PORT = 19090
 WEBHOOK_NAMESPACE = "klt-system"
 # The conversion webhook the chart's CRDs name (deploy/crds), and its dev-stack URL.
 WEBHOOK_SERVICE = "klt-webhook"
@@ -464,7 +465,44 @@ class Stack:
             )
         if self.services_enabled if services is None else services:
             comps.extend(self._service_component(s) for s in SERVICES)
+            if shutil.which("prometheus"):
+                comps.append(self._prometheus_component())
         return comps
+
+    def _prometheus_component(self) -> Component:
+        """A Prometheus that scrapes the klt services' /metrics (job "klt"), so the demo's
+        evaluations are answered by real PromQL about the running system."""
+        data = self.state / "prometheus"
+        config = data / "prometheus.yml"
+
+        def prepare() -> None:
+            data.mkdir(parents=True, exist_ok=True)
+            targets = ", ".join(f"'{HOST}:{s.port}'" for s in SERVICES if s.port is not None)
+            config.write_text(
+                "global:\n  scrape_interval: 2s\n  evaluation_interval: 2s\n"
+                "scrape_configs:\n"
+                f"  - job_name: klt\n    static_configs:\n      - targets: [{targets}]\n"
+            )
+
+        return Component(
+            name="prometheus",
+            argv=lambda: [
+                shutil.which("prometheus") or "/usr/bin/prometheus",
+                f"--config.file={config}",
+                f"--storage.tsdb.path={data / 'tsdb'}",
+                "--storage.tsdb.retention.time=2h",
+                f"--web.listen-address={HOST}:{PROMETHEUS_PORT}",
+                "--log.level=warn",
+            ],
+            health=lambda: health.check_http(HOST, PROMETHEUS_PORT, "/-/ready"),
+            marker=f"--config.file={config}",
+            port=PROMETHEUS_PORT,
+            ports=(PROMETHEUS_PORT,),
+            start_timeout=60.0,
+            stop_grace=10.0,
+            stop_phase=0,
+            prepare=prepare,
+        )
 
     def _check_tls(self, port: int, path: str, *, token: bool = False) -> tuple[bool, str]:
         try:
@@ -946,6 +984,8 @@ def start_services(
         return
     for spec in specs:
         stack.start_component(stack._service_component(spec), timeout)
+    if services is None and shutil.which("prometheus"):
+        stack.start_component(stack._prometheus_component(), timeout)
 
 
 def crd_names(files: Sequence[Path]) -> list[str]:
