@@ -9,6 +9,7 @@ so tests pass in any order and can share one broker and one apiserver.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import uuid
 from collections.abc import AsyncIterator
@@ -17,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from klt_common.clients import cluster as k8s
+from klt_common.clients import inspect
 from klt_common.configs.settings import BusSettings, ClusterSettings
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -81,9 +83,10 @@ def topic_prefix() -> str:
 
 
 @pytest.fixture
-def bus_settings(kafka_bootstrap: str, topic_prefix: str) -> BusSettings:
-    """Bus settings isolated to this test, with short timeouts and retries."""
-    return BusSettings(
+async def bus_settings(kafka_bootstrap: str, topic_prefix: str) -> AsyncIterator[BusSettings]:
+    """Bus settings isolated to this test, with short timeouts and retries; the test's topics
+    are deleted afterwards so the shared broker does not accumulate thousands of them."""
+    settings = BusSettings(
         bootstrap_servers=kafka_bootstrap,
         topic_prefix=topic_prefix,
         partitions=3,
@@ -91,3 +94,6 @@ def bus_settings(kafka_bootstrap: str, topic_prefix: str) -> BusSettings:
         session_timeout_ms=6_000,
         heartbeat_interval_ms=500,
     )
+    yield settings
+    with contextlib.suppress(Exception):
+        await inspect.delete_prefixed_topics(settings)

@@ -34,9 +34,9 @@ from prometheus_client import Counter, Histogram
 from klt_app_aggregator import rules
 from klt_app_aggregator.rules import Body, WorkloadIdentity
 from klt_app_aggregator.settings import AggregationSettings
-from klt_app_aggregator.workqueue import KeyedLocks
 from klt_common.aiokits.errors import PermanentError, TemporaryError
 from klt_common.aiokits.tasks import TaskPool
+from klt_common.aiokits.workqueue import KeyedLocks
 from klt_common.clients import cluster as k8s
 from klt_common.clients.bus import Publisher
 from klt_common.clients.events_recorder import EventRecorder, EventType, keptn_message

@@ -4,7 +4,7 @@
   (the fast path: everything for a new workload within milliseconds of its admission);
 - watch caches of KeptnWorkloads, KeptnApps, KeptnAppCreationRequests, KeptnConfigs and
   unscheduled pending pods;
-- the reconciler: one pump per cache feeding a keyed delay queue, the dispatcher working it
+- the reconciler: one pump per cache feeding a keyed delay queue, its workers reconciling
   off, and the periodic resync (the correct path: whatever the events missed).
 
 The domain steps live in :mod:`.aggregator`, the pure rules in :mod:`.rules`.
@@ -82,5 +82,5 @@ async def setup(context: ServiceContext[AppAggregatorSettings]) -> None:
     stop = context.stop
     for plural, queue, on_event in reconciler.subscriptions:
         context.loop(f"changes:{plural}", functools.partial(Reconciler.pump, queue, on_event, stop))
-    context.loop("reconcile", lambda: reconciler.dispatcher.run(stop))
+    context.loop("reconcile", lambda: reconciler.queue.run(stop))
     context.loop("resync", lambda: reconciler.resync_loop(stop))

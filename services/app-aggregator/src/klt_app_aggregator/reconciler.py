@@ -36,8 +36,8 @@ from typing import Any
 from klt_app_aggregator import rules
 from klt_app_aggregator.aggregator import Aggregator
 from klt_app_aggregator.settings import AggregationSettings
-from klt_app_aggregator.workqueue import Dispatcher, WorkQueue
 from klt_common.aiokits.retry import sleep_or_stop
+from klt_common.aiokits.workqueue import KeyedWorkQueue
 from klt_common.clients import cluster as k8s
 from klt_common.structs import discovery as disc
 
@@ -75,12 +75,11 @@ class Reconciler:
         self.aggregator = aggregator
         self.pods = pods
         self.settings = settings
-        self.queue: WorkQueue[Item] = WorkQueue()
-        self.dispatcher = Dispatcher(
-            self.queue,
+        self.queue: KeyedWorkQueue[Item] = KeyedWorkQueue(
             self.handle,
             workers=settings.workers,
             retry_delays=settings.retry_delays,
+            name="reconcile",
             drain_seconds=drain_seconds,
             on_failure=lambda item, _exc: aggregator.metrics.failures.labels(item[0]).inc(),
         )

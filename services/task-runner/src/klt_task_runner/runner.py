@@ -49,6 +49,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from klt_common.aiokits.workqueue import KeyedWorkQueue
 from klt_common.clients import cluster as k8s
 from klt_common.clients import events_recorder, pod_logs
 from klt_common.clients.bus import Publisher
@@ -58,7 +59,6 @@ from klt_common.structs.api.enums import KeptnState
 from klt_task_runner import jobspec, outcome
 from klt_task_runner.definitions import DefinitionStore, write_configmap
 from klt_task_runner.settings import TaskSettings
-from klt_task_runner.workqueue import KeyedWorkQueue
 
 _log = logging.getLogger(__name__)
 

@@ -181,3 +181,24 @@ async def tail(
                     )
     finally:
         await consumer.stop()
+
+
+async def delete_prefixed_topics(settings: BusSettings) -> list[str]:
+    """Delete every topic under the settings' (non-empty) prefix; returns their names.
+
+    For short-lived installations such as a test's: a broker that keeps thousands of dead
+    topics starts slowly and answers metadata requests slowly.
+    """
+    if not settings.topic_prefix:
+        raise ValueError("refusing to delete topics without a prefix")
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=settings.bootstrap_servers, request_timeout_ms=settings.request_timeout_ms
+    )
+    await admin.start()
+    try:
+        names = [t for t in await admin.list_topics() if t.startswith(settings.topic_prefix)]
+        if names:
+            await admin.delete_topics(names)
+        return names
+    finally:
+        await admin.close()

@@ -1,4 +1,5 @@
-"""The keyed work queue: one reconcile per key at a time, folded duplicates, backed-off retries."""
+"""The shared keyed work queue: one reconcile per key at a time, folded duplicates, the
+earliest due time, handler-requested delays, backed-off retries, and per-key locks."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 
-from klt_task_runner.workqueue import KeyedWorkQueue, QueueStopped
+from klt_common.aiokits.workqueue import KeyedLocks, KeyedWorkQueue, QueueStopped
 
 
 @pytest.fixture
@@ -118,3 +119,65 @@ async def test_stopping_fails_waiting_submitters_instead_of_cancelling_them() ->
         await waiting
     with pytest.raises(QueueStopped):
         await queued
+
+
+async def test_a_key_keeps_its_earliest_due_time_and_comes_out_in_due_order(
+    running: Callable[[KeyedWorkQueue[str]], Awaitable[None]],
+) -> None:
+    seen: list[str] = []
+
+    async def handle(key: str) -> None:
+        seen.append(key)
+
+    queue: KeyedWorkQueue[str] = KeyedWorkQueue(handle, workers=1, retry_delays=(0.01,))
+    await running(queue)
+    queue.add("late", 0.1)
+    queue.add("a", 10)
+    queue.add("a", 0.05)
+    queue.add("a", 5)
+    assert len(queue) == 2
+    await asyncio.sleep(0.2)
+    assert seen == ["a", "late"]
+
+
+async def test_a_handler_can_ask_to_look_again_later(
+    running: Callable[[KeyedWorkQueue[str]], Awaitable[None]],
+) -> None:
+    times: list[float] = []
+    loop = asyncio.get_running_loop()
+
+    async def handle(key: str) -> float | None:
+        times.append(loop.time())
+        return 0.05 if len(times) == 1 else None
+
+    queue: KeyedWorkQueue[str] = KeyedWorkQueue(handle, workers=1, retry_delays=(0.01,))
+    await running(queue)
+    queue.add("window")
+    await asyncio.sleep(0.2)
+    assert len(times) == 2
+    assert times[1] - times[0] >= 0.045
+
+
+async def test_keyed_locks_serialise_one_key_and_are_dropped_when_free() -> None:
+    locks: KeyedLocks[str] = KeyedLocks()
+    order: list[str] = []
+
+    async def work(name: str, key: str) -> None:
+        async with locks.hold(key):
+            order.append(f"{name}+")
+            await asyncio.sleep(0.02)
+            order.append(f"{name}-")
+
+    await asyncio.gather(work("a", "k"), work("b", "k"), work("c", "other"))
+    assert order.index("a-") < order.index("b+") or order.index("b-") < order.index("a+")
+    assert len(locks) == 0
+
+
+async def test_keyed_locks_are_released_when_the_holder_fails() -> None:
+    locks: KeyedLocks[str] = KeyedLocks()
+    with pytest.raises(RuntimeError):
+        async with locks.hold("k"):
+            raise RuntimeError("boom")
+    assert len(locks) == 0
+    async with locks.hold("k"):
+        pass
