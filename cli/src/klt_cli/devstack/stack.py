@@ -189,7 +189,9 @@ class ServiceSpec:
     start_timeout: float = 60.0
 
 
-def _service(name: str, module: str, port: int) -> ServiceSpec:
+def _service(
+    name: str, module: str, port: int, extra_env: Mapping[str, str] | None = None
+) -> ServiceSpec:
     # Probes on a port of their own per service; plain-text logs read better in logs/<name>.log.
     return ServiceSpec(
         # Prefixed so that "scheduler" (kube-scheduler) and klt's scheduler never share a
@@ -202,6 +204,7 @@ def _service(name: str, module: str, port: int) -> ServiceSpec:
             "KLT_OBSERVABILITY__HTTP_HOST": HOST,
             "KLT_OBSERVABILITY__HTTP_PORT": str(port),
             "KLT_OBSERVABILITY__LOG_JSON": "false",
+            **(extra_env or {}),
         },
     )
 
@@ -249,7 +252,13 @@ SERVICES: tuple[ServiceSpec, ...] = (
     _service("app-aggregator", "klt_app_aggregator", 18082),
     _service("task-runner", "klt_task_runner", 18083),
     _service("evaluator", "klt_evaluator", 18084),
-    _service("scheduler", "klt_scheduler", 18085),
+    _service(
+        "scheduler",
+        "klt_scheduler",
+        18085,
+        # The demo's app has a promotion task; Keptn's default keeps that phase off.
+        extra_env={"KLT_SCHEDULER__PROMOTION_TASKS_ENABLED": "true"},
+    ),
 )
 
 
