@@ -18,6 +18,8 @@ from typing import Any
 
 from hypothesis import strategies as st
 
+from klt_common.structs.api.metrics import PROVIDER_TYPE_PATTERN
+
 _TYPES = {"object", "array", "string", "integer", "number", "boolean"}
 _JUNCTORS = ("allOf", "anyOf", "oneOf", "not")
 _INT_OR_STRING = [{"type": "integer"}, {"type": "string"}]
@@ -183,9 +185,7 @@ def _default_in_place(schema: Mapping[str, Any], value: Any) -> None:
 _DURATION_PATTERN = r"^0|([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$"
 _PATTERN_STRATEGIES: dict[str, st.SearchStrategy[str]] = {
     _DURATION_PATTERN: st.sampled_from(["0", "5s", "5m", "1h30m", "250ms", "1.5s", "90s", "2h"]),
-    "cortex|datadog|dql|dynatrace|prometheus|thanos|elastic": st.sampled_from(
-        ["cortex", "datadog", "dql", "dynatrace", "prometheus", "thanos", "elastic"]
-    ),
+    PROVIDER_TYPE_PATTERN: st.sampled_from(PROVIDER_TYPE_PATTERN.split("|")),
 }
 _TEXT = st.text(alphabet=st.characters(codec="utf-8", exclude_categories=("Cs", "Cc")), max_size=12)
 _KEYS = st.text(

@@ -26,7 +26,8 @@ VERSION = "v1"
 API_VERSION = f"{GROUP}/{VERSION}"
 
 #: Keptn's (unanchored) pattern for a provider type.
-PROVIDER_TYPE_PATTERN = "cortex|datadog|dql|dynatrace|prometheus|thanos|elastic"
+# "http" is klt's generic HTTP/JSON provider (keptn#745); the rest are Keptn's.
+PROVIDER_TYPE_PATTERN = "cortex|datadog|dql|dynatrace|prometheus|thanos|elastic|http"
 
 
 def _blank_is_pending(value: Any) -> Any:
