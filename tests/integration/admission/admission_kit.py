@@ -84,6 +84,10 @@ def start_webhook(
         try:
             loop.run_until_complete(serve(settings, setup, stop=stop, on_ready=on_ready))
         finally:
+            # Give closed connections a turn of the loop to finish closing (TLS transports need
+            # one), so no socket is left for the garbage collector after this thread ends.
+            loop.run_until_complete(asyncio.sleep(0.25))
+            loop.run_until_complete(loop.shutdown_asyncgens())
             loop.close()
 
     thread = threading.Thread(target=run, name="webhook-under-test", daemon=True)

@@ -58,6 +58,7 @@ class ServiceContext(Generic[S]):
     roots: list[RootTask] = field(default_factory=list)
     closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     routes: list[web.RouteDef] = field(default_factory=list)
+    _caches: list[WatchCache] = field(default_factory=list)
 
     @property
     def source(self) -> str:
@@ -73,9 +74,19 @@ class ServiceContext(Generic[S]):
         self.roots.append(RootTask(name, factory))
 
     def consumer(self, group: str) -> Consumer:
-        """A consumer-group member for ``group``; register handlers on it before start-up."""
+        """A consumer-group member for ``group``; register handlers on it before start-up.
+
+        It joins its group only once every watch cache registered with ``watch`` has synced,
+        so handlers can rely on the caches holding the cluster's state.
+        """
         consumer = Consumer(self.settings.bus, group_id=group, client_id=self.instance)
-        self.roots.append(RootTask(f"consume:{group}", lambda: consumer.run(self.stop)))
+
+        async def consume() -> None:
+            for cache in self._caches:
+                await cache.wait_synced()
+            await consumer.run(self.stop)
+
+        self.roots.append(RootTask(f"consume:{group}", consume))
         return consumer
 
     def watch(
@@ -83,6 +94,7 @@ class ServiceContext(Generic[S]):
         cache: WatchCache,
     ) -> WatchCache:
         """Keep ``cache`` current as a root task; the service is not ready until it synced."""
+        self._caches.append(cache)
         self.roots.append(RootTask(f"watch:{cache.resource.plural}", lambda: cache.run(self.stop)))
         self.readiness.add(f"cache:{cache.resource.plural}", lambda: cache.synced)
         return cache
