@@ -144,18 +144,12 @@ class Analyses:
         try:
             await stop.wait()
         finally:
-            for task in followers:
-                task.cancel()
-            for wake in self._wakes.values():
-                wake.set()
-            runners = [t for t in self._runners.values() if not t.done()]
-            if runners:
-                _, pending = await asyncio.wait(
-                    runners, timeout=self.settings.shutdown.grace_seconds / 2
-                )
-                for straggler in pending:
-                    straggler.cancel()
-            await asyncio.gather(*followers, *self._runners.values(), return_exceptions=True)
+            await clock.stop_runners(
+                followers,
+                self._wakes.values(),
+                self._runners.values(),
+                self.settings.shutdown.grace_seconds / 2,
+            )
 
     async def _follow(self) -> None:
         while True:

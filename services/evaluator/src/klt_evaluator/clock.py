@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Iterable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -38,3 +38,24 @@ async def wait_or_stop(
             if not pending.done():
                 pending.cancel()
         await asyncio.gather(task, stopper, return_exceptions=True)
+
+
+async def stop_runners(
+    followers: list[asyncio.Task[None]],
+    wakes: Iterable[asyncio.Event],
+    runners: Iterable[asyncio.Task[None]],
+    grace: float,
+) -> None:
+    """Shut down a set of per-object runners: stop following watches, wake every runner so it
+    sees the stop, give them ``grace`` seconds to finish their current step, then cancel."""
+    for task in followers:
+        task.cancel()
+    for wake in wakes:
+        wake.set()
+    runners = list(runners)
+    active = [t for t in runners if not t.done()]
+    if active:
+        _, pending = await asyncio.wait(active, timeout=grace)
+        for straggler in pending:
+            straggler.cancel()
+    await asyncio.gather(*followers, *runners, return_exceptions=True)
