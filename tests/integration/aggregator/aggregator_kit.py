@@ -51,6 +51,7 @@ def aggregator_settings(
 ) -> AppAggregatorSettings:
     values: dict[str, Any] = {
         "namespace": namespace,
+        "shard": namespace,
         "keptn_config_namespace": namespace,
         "creation_request_timeout_seconds": 3.0,
         "resync_seconds": 2.0,

@@ -193,11 +193,10 @@ async def test_a_flow_stopped_after_the_workload_version_gets_its_app_from_the_g
         )
         repairs = aggregator.metric("klt_aggregator_repairs_total", what="creation-request")
     assert app["spec"]["workloads"] == [{"name": "half", "version": "1"}]
-    # The stack's own aggregator watches every namespace too and may repair first; either way
-    # the lost request was repaired, which is what this test is about. When ours did it, the
-    # repair was counted.
-    if repairs == 0:
-        assert app["metadata"]["labels"][disc.MANAGED_BY_LABEL] == disc.MANAGED_BY_KEPTN
+    assert app["metadata"]["labels"][disc.MANAGED_BY_LABEL] == disc.MANAGED_BY_KEPTN
+    # On a loaded machine the two-second window can end before the test deletes the request;
+    # then the app came the normal way and there was nothing to repair.
+    assert repairs in (0, 1)
 
 
 async def test_duplicate_events_create_nothing_twice(
@@ -248,17 +247,14 @@ async def test_duplicate_events_create_nothing_twice(
             )
             for verb in ("create", "update")
         }
-    # Workloads and their versions come only from this aggregator's events here; the app and
-    # its version might be made by the stack's own aggregator if it runs this code too, so
-    # for those the objects below are what counts.
     assert writes[("KeptnWorkload", "create")] == 2
     assert writes[("KeptnWorkload", "update")] == 0
     assert writes[("KeptnWorkloadVersion", "create")] == 2
     assert writes[("KeptnWorkloadVersion", "update")] == 0
     assert writes[("KeptnAppCreationRequest", "create")] == 1
-    assert writes[("KeptnApp", "create")] <= 1
+    assert writes[("KeptnApp", "create")] == 1
     assert writes[("KeptnApp", "update")] == 0
-    assert writes[("KeptnAppVersion", "create")] <= 1
+    assert writes[("KeptnAppVersion", "create")] == 1
     for res, count in ((KW, 2), (KWV, 2), (APPS, 1), (KAV, 1), (KACR, 0)):
         assert len((await cluster.list(res, namespace)).items) == count, res.kind
     # Announced again while the scheduler (absent here) has not picked a version up, always

@@ -101,6 +101,7 @@ def _aggregator(cluster: FakeCluster, publisher: FakePublisher) -> agg.Aggregato
         apps=k8s.WatchCache(client, agg.KEPTN_APPS),
         requests=k8s.WatchCache(client, agg.KEPTN_APP_CREATION_REQUESTS),
         configs=k8s.WatchCache(client, agg.KEPTN_CONFIGS),
+        namespaces=k8s.WatchCache(client, k8s.NAMESPACES),
         metrics=agg.Metrics(CollectorRegistry()),
     )
 

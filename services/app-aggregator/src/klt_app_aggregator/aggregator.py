@@ -33,7 +33,7 @@ from prometheus_client import Counter, Histogram
 
 from klt_app_aggregator import rules
 from klt_app_aggregator.rules import Body, WorkloadIdentity
-from klt_app_aggregator.settings import AggregationSettings
+from klt_app_aggregator.settings import SHARD_LABEL, AggregationSettings
 from klt_common.aiokits.errors import PermanentError, TemporaryError
 from klt_common.aiokits.tasks import TaskPool
 from klt_common.aiokits.workqueue import KeyedLocks
@@ -117,6 +117,7 @@ class Aggregator:
         apps: k8s.WatchCache,
         requests: k8s.WatchCache,
         configs: k8s.WatchCache,
+        namespaces: k8s.WatchCache,
         metrics: Metrics,
     ) -> None:
         self.cluster = cluster
@@ -129,6 +130,7 @@ class Aggregator:
         self.apps = apps
         self.requests = requests
         self.configs = configs
+        self.namespaces = namespaces
         self.metrics = metrics
         self.locks: KeyedLocks[Key] = KeyedLocks()
         self.confirmed: dict[Key, tuple[str, int]] = {}
@@ -139,6 +141,25 @@ class Aggregator:
     async def close(self, grace: float = 5.0) -> None:
         """Let Events still being recorded finish (bounded by ``grace`` seconds)."""
         await self.background.drain(grace)
+
+    # -- scope ----------------------------------------------------------------------------------
+
+    async def admits(self, namespace: str) -> bool:
+        """Whether ``namespace`` belongs to this aggregator's shard.
+
+        The namespace cache answers; a namespace it has not seen yet (created a moment ago) is
+        read once from the apiserver, so an early admission is neither dropped nor taken by
+        the wrong shard. A namespace that no longer exists is nobody's.
+        """
+        if self.settings.namespace is not None and namespace != self.settings.namespace:
+            return False
+        ns = self.namespaces.get(namespace)
+        if ns is None:
+            ns = await self.cluster.get_or_none(k8s.NAMESPACES, namespace)
+        if ns is None:
+            return False
+        labels = rules.meta(ns).get("labels") or {}
+        return str(labels.get(SHARD_LABEL, "")) == self.settings.shard
 
     # -- configuration --------------------------------------------------------------------------
 

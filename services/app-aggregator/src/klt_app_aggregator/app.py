@@ -2,8 +2,8 @@
 
 - the ``klt-app-aggregator`` consumer group handles ``PodAdmitted`` from ``klt.discovery``
   (the fast path: everything for a new workload within milliseconds of its admission);
-- watch caches of KeptnWorkloads, KeptnApps, KeptnAppCreationRequests, KeptnConfigs and
-  unscheduled pending pods;
+- watch caches of KeptnWorkloads, KeptnApps, KeptnAppCreationRequests, KeptnConfigs,
+  namespaces (for the shard label) and unscheduled pending pods;
 - the reconciler: one pump per cache feeding a keyed delay queue, its workers reconciling
   off, and the periodic resync (the correct path: whatever the events missed).
 
@@ -54,6 +54,7 @@ async def setup(context: ServiceContext[AppAggregatorSettings]) -> None:
         apps=k8s.WatchCache(cluster, KEPTN_APPS, namespace=ns),
         requests=k8s.WatchCache(cluster, KEPTN_APP_CREATION_REQUESTS, namespace=ns),
         configs=k8s.WatchCache(cluster, KEPTN_CONFIGS, namespace=settings.keptn_config_namespace),
+        namespaces=k8s.WatchCache(cluster, k8s.NAMESPACES),
         metrics=Metrics(context.registry),
     )
     pods = k8s.WatchCache(cluster, k8s.PODS, namespace=ns, field_selector=UNSCHEDULED_PENDING)
@@ -70,7 +71,7 @@ async def setup(context: ServiceContext[AppAggregatorSettings]) -> None:
         envelope: events.Envelope[events.PodAdmitted], _where: bus.Coordinates
     ) -> None:
         data = envelope.data
-        if ns is not None and data.namespace != ns:
+        if not await aggregator.admits(data.namespace):
             return
         await aggregator.handle_admission(WorkloadIdentity.from_event(data))
 

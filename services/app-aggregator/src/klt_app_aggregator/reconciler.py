@@ -94,7 +94,7 @@ class Reconciler:
     @property
     def caches(self) -> list[k8s.WatchCache]:
         a = self.aggregator
-        return [a.workloads, a.apps, a.requests, a.configs, self.pods]
+        return [a.workloads, a.apps, a.requests, a.configs, a.namespaces, self.pods]
 
     # -- delays ---------------------------------------------------------------------------------
 
@@ -155,6 +155,8 @@ class Reconciler:
 
     async def handle(self, item: Item) -> float | None:
         kind, ns, name = item
+        if not await self.aggregator.admits(ns):
+            return None
         if kind == REQUEST:
             return await self.aggregator.complete_creation_request(ns, name)
         if kind == APP:

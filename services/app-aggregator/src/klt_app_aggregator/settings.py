@@ -10,6 +10,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from klt_common.configs.settings import ServiceSettings
 
+SHARD_LABEL = "klt.sh/aggregator-shard"
+"""Namespace label that hands a namespace to one aggregator shard."""
+
 
 class AggregationSettings(BaseModel):
     """How workloads, apps and their versions are discovered and kept in step with the cluster."""
@@ -20,6 +23,12 @@ class AggregationSettings(BaseModel):
     """Only act on this namespace; None means the whole cluster. A namespace-scoped aggregator
     needs only namespaced RBAC, and tests use it so that their aggregator never touches another
     test's objects on a shared apiserver."""
+
+    shard: str = ""
+    """Act only on namespaces whose ``klt.sh/aggregator-shard`` label equals this value; the
+    default shard "" takes every namespace without the label. Lets a second installation (a
+    canary, a tenant, a test run) take namespaces away from the cluster's main aggregator, the
+    same way ``klt.sh/scheduler-shard`` does for the scheduler."""
 
     creation_request_timeout_seconds: float = Field(default=30.0, ge=0)
     """Discovery window in seconds when no KeptnConfig sets
