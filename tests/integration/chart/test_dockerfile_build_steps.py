@@ -1,4 +1,4 @@
-"""The uv steps of each service's Dockerfile install the service, here, without Docker.
+"""The uv steps of the service Dockerfile install each service, here, without Docker.
 
 Docker is not available, so the build stage is replayed on this machine: its COPY instructions
 into a scratch directory standing in for the image's /src (in order, so the first `uv sync`
@@ -22,14 +22,13 @@ from pathlib import Path
 
 import pytest
 from chart_kit import REPO, SERVICES
-from dockerfile_kit import copy_sources, parse
+from dockerfile_kit import SERVICE_DOCKERFILE, copy_sources, parse
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(600)]
 
 
 def _replay_build_stage(service: str, root: Path) -> Path:
-    dockerfile = REPO / "services" / service / "Dockerfile"
-    *_, build, _runtime = parse(dockerfile)
+    *_, build, _runtime = parse(REPO / SERVICE_DOCKERFILE, {"SERVICE": service})
     src, venv = root / "src", root / "venv"
     src.mkdir()
     env = dict(os.environ)
@@ -59,6 +58,11 @@ def _replay_build_stage(service: str, root: Path) -> Path:
                     shutil.copy(REPO / source, target)
         elif keyword == "RUN":
             command = [w for w in shlex.split(args) if not w.startswith("--mount=")]
+            if command[:2] == ["ln", "-s"]:
+                # The entrypoint's fixed name, with the image's venv path mapped onto this one.
+                target, name = (Path(w.replace("/opt/klt/venv", str(venv))) for w in command[2:])
+                name.symlink_to(target)
+                continue
             assert command[:2] == ["uv", "sync"], f"unexpected RUN {args!r}"
             # The image's paths, mapped onto this machine.
             env["UV_PROJECT_ENVIRONMENT"] = str(venv)
@@ -75,7 +79,8 @@ def test_the_build_stage_installs_the_service(service: str, tmp_path: Path) -> N
     venv = _replay_build_stage(service, tmp_path)
     python = venv / "bin" / "python"
     script = venv / "bin" / f"klt-{service}"
-    assert script.is_file(), "the ENTRYPOINT's console script is installed"
+    assert script.is_file(), "the service's console script is installed"
+    assert (venv / "bin" / "klt-service").resolve() == script.resolve(), "the ENTRYPOINT is it"
     module = "klt_" + service.replace("-", "_")
     modules = ["klt_" + s.replace("-", "_") for s in SERVICES]
     probe = (

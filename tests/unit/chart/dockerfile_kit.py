@@ -23,9 +23,16 @@ class Stage:
         return [args for key, args in self.instructions if key == keyword]
 
 
-def parse(path: Path) -> list[Stage]:
-    """Stages of a Dockerfile: (instruction, arguments) with continuations joined."""
+SERVICE_DOCKERFILE = "services/Dockerfile"
+"""The one Dockerfile of the five service images; the SERVICE build argument picks the image."""
+
+
+def parse(path: Path, build_args: dict[str, str] | None = None) -> list[Stage]:
+    """Stages of a Dockerfile: (instruction, arguments) with continuations joined, and
+    ``${NAME}`` replaced by the given build arguments (as ``docker build --build-arg`` would)."""
+    build_args = build_args or {}
     text = re.sub(r"\\\n", " ", path.read_text())
+    text = re.sub(r"\$\{(\w+)\}", lambda m: build_args.get(m.group(1), m.group(0)), text)
     stages: list[Stage] = []
     args: dict[str, str] = {}
     for raw in text.splitlines():

@@ -1,9 +1,10 @@
 """The Dockerfiles are consistent with the repository (no Docker here to build them).
 
-Service images (services/<name>/Dockerfile, built from the repository root): every COPY source
-exists, every uv workspace member's manifest is copied (uv resolves the workspace as a whole),
-the uv steps install the service's own package, and the runtime stage runs the package's
-console script as a numeric non-root user without uv or sources. Runtime images
+Service images (services/Dockerfile with --build-arg SERVICE=<name>, built from the repository
+root): for every service, every COPY source exists, every uv workspace member's manifest is
+copied (uv resolves the workspace as a whole), the uv steps install the service's own package,
+and the runtime stage runs the package's console script as a numeric non-root user without uv
+or sources. Runtime images
 (runtimes/<name>/Dockerfile, built from their own directory): COPY sources exist, the entrypoint
 is executable, the user is numeric and not root, and deno is the dev stack's version.
 
@@ -21,7 +22,7 @@ from pathlib import Path
 
 import pytest
 from chart_kit import REPO, SERVICES
-from dockerfile_kit import copy_sources, exec_form, parse
+from dockerfile_kit import SERVICE_DOCKERFILE, copy_sources, exec_form, parse
 
 from klt_cli.devstack import versions
 
@@ -43,8 +44,8 @@ def _numeric_non_root(user: str) -> None:
 
 @pytest.mark.parametrize("service", SERVICES)
 def test_service_dockerfile(service: str) -> None:
-    path = REPO / "services" / service / "Dockerfile"
-    stages = parse(path)
+    path = REPO / SERVICE_DOCKERFILE
+    stages = parse(path, {"SERVICE": service})
     *build_stages, runtime = stages
     script = f"klt-{service}"
     project = tomllib.loads((REPO / "services" / service / "pyproject.toml").read_text())
@@ -73,7 +74,11 @@ def test_service_dockerfile(service: str) -> None:
         assert f"--package {project['project']['name']}" in sync
     assert "--no-editable" in syncs[-1]
 
-    assert exec_form(runtime.all("ENTRYPOINT")[-1]) == [script]
+    (link,) = [a for s in build_stages for a in s.all("RUN") if a.startswith("ln -s")]
+    _, _, target, name = shlex.split(link)
+    assert target == f"/opt/klt/venv/bin/{script}", "the fixed name points at the service's script"
+    assert exec_form(runtime.all("ENTRYPOINT")[-1]) == [name]
+    assert f'title="{script}"' in " ".join(runtime.all("LABEL"))
     (user,) = runtime.all("USER")
     _numeric_non_root(user)
     runtime_copies = [copy_sources(a) for a in runtime.all("COPY")]
@@ -86,6 +91,18 @@ def test_service_dockerfile(service: str) -> None:
     assert python is not None
     requires = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["requires-python"]
     assert f">={python.group(1)}" in requires, "the image's Python is the workspace's"
+
+
+def test_one_dockerfile_serves_every_service() -> None:
+    assert sorted(p.parent.name for p in (REPO / "services").glob("*/Dockerfile")) == []
+    unresolved = {
+        args
+        for service in SERVICES
+        for stage in parse(REPO / SERVICE_DOCKERFILE, {"SERVICE": service})
+        for _, args in stage.instructions
+        if "${SERVICE}" in args
+    }
+    assert not unresolved
 
 
 @pytest.mark.parametrize("runtime", ["deno-runtime", "python-runtime"])
