@@ -197,7 +197,13 @@ async def _tail(args: argparse.Namespace) -> int:
     settings = _bus(args)
     topics = [t.full_name(settings.topic_prefix) for t in events.Topic]
     shown = 0
-    records = inspect.tail(settings, topics, from_beginning=args.from_beginning)
+
+    def ready(partitions: int) -> None:
+        # On stderr, so scripts reading the events from stdout are not disturbed.
+        where = "from the beginning" if args.from_beginning else "from now on"
+        print(f"klt: following {partitions} partitions {where}", file=sys.stderr, flush=True)
+
+    records = inspect.tail(settings, topics, from_beginning=args.from_beginning, on_ready=ready)
     async with contextlib.aclosing(records):
         async for record in records:
             if _show(out, args, record):

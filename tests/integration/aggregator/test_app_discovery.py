@@ -128,6 +128,8 @@ async def test_a_single_service_deployment_gets_workload_app_and_versions_at_onc
     }
     assert app["status"] == {"currentVersion": "1.2.0"}
 
+    # The version's own trace starts here (tests/integration/observability follows it).
+    assert kav["spec"].pop("traceId")["traceparent"].startswith("00-")
     assert kav["spec"] == {
         "appName": "web",
         "version": "1.2.0",
@@ -395,6 +397,7 @@ async def test_the_app_context_is_merged_into_the_app_version(
         kav = await eventually(
             lambda: cluster.get_or_none(KAV, "ctx-1.0-6b86b273", namespace), what="the version"
         )
+    assert kav["spec"].pop("traceId")["traceparent"].startswith("00-")
     assert kav["spec"] == {
         "appName": "ctx",
         "version": "1.0",

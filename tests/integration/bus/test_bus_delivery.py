@@ -236,7 +236,8 @@ async def test_bad_records_go_to_the_dead_letter_topic_and_the_partition_moves_o
     assert header(garbage, bus.DLQ_ORIGINAL_TOPIC) == topic
     assert header(garbage, bus.DLQ_ORIGINAL_OFFSET) == "1"
     assert header(garbage, bus.DLQ_ERROR_TYPE).endswith("MalformedEventError")
-    assert header(garbage, bus.DLQ_CONSUMER_GROUP) == group_id
+    # The group is named under the installation's prefix, like the topics.
+    assert header(garbage, bus.DLQ_CONSUMER_GROUP) == f"{settings.topic_prefix}{group_id}"
 
     assert json.loads(dead_poison.value)["id"] == poison.id
     assert header(dead_poison, bus.DLQ_ORIGINAL_OFFSET) == "3"
@@ -248,7 +249,9 @@ async def test_bad_records_go_to_the_dead_letter_topic_and_the_partition_moves_o
     )
 
     # Everything, the skipped unknown type included, is committed: nothing would be replayed.
-    committed = await committed_offsets(settings.bootstrap_servers, group_id, topic)
+    committed = await committed_offsets(
+        settings.bootstrap_servers, f"{settings.topic_prefix}{group_id}", topic
+    )
     ends = await end_offsets(settings.bootstrap_servers, topic)
     assert {p: o for p, o in committed.items() if o is not None} == {
         p: o for p, o in ends.items() if o
@@ -323,7 +326,9 @@ async def test_graceful_stop_drains_in_flight_work_and_commits(
     assert sorted(handled[:40]) == sorted(published)
 
     topic = events.Topic.TASKS.full_name(settings.topic_prefix)
-    committed = await committed_offsets(settings.bootstrap_servers, group_id, topic)
+    committed = await committed_offsets(
+        settings.bootstrap_servers, f"{settings.topic_prefix}{group_id}", topic
+    )
     assert committed == await end_offsets(settings.bootstrap_servers, topic)
 
     # A new member of the same group starts after the committed offsets: only new events.

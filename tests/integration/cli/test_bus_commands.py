@@ -111,7 +111,8 @@ async def test_topics_shows_the_lag_of_a_consumer_group(bus_settings: BusSetting
     rows = [line.split() for line in out.splitlines()]
     lifecycle = f"{bus_settings.topic_prefix}klt.lifecycle"
     assert [lifecycle, str(bus_settings.partitions), "7"] in rows
-    assert [group, "Empty", "0", lifecycle, "3"] in rows
+    # Groups live under the installation's prefix too.
+    assert [f"{bus_settings.topic_prefix}{group}", "Empty", "0", lifecycle, "3"] in rows
 
 
 async def test_unreachable_brokers_give_exit_code_1_and_a_message() -> None:

@@ -147,6 +147,9 @@ async def test_a_record_that_is_no_cloudevent_is_dead_lettered_and_the_next_one_
     assert letter.value == b"{not json"
     headers = {name: value.decode() for name, value in letter.headers}
     assert headers[bus.DLQ_ORIGINAL_TOPIC] == f"{bus_settings.topic_prefix}{INPUT}"
-    assert headers[bus.DLQ_CONSUMER_GROUP] == settings.job_executor.consumer_group
+    # The group is named under the installation's prefix, like the topics.
+    assert headers[bus.DLQ_CONSUMER_GROUP] == (
+        f"{settings.bus.topic_prefix}{settings.job_executor.consumer_group}"
+    )
     assert headers[bus.DLQ_ERROR_TYPE].endswith("PermanentError")
     assert "not a CloudEvent" in headers[bus.DLQ_ERROR_MESSAGE]

@@ -34,6 +34,7 @@ from klt_common.aiokits.tasks import RootTask, run_until_stopped
 from klt_common.clients.bus import Consumer, Publisher, ensure_topics
 from klt_common.clients.cluster import ClusterClient, WatchCache
 from klt_common.configs.settings import ServiceSettings
+from klt_common.observability.bus_metrics import BusMetrics
 from klt_common.observability.http import ProbeServer, Readiness
 from klt_common.observability.logs import setup_logging
 from klt_common.observability.tracing import install_global, make_tracer_provider
@@ -54,6 +55,9 @@ class ServiceContext(Generic[S]):
     publisher: Publisher
     registry: CollectorRegistry
     tracer: trace.Tracer
+    bus_metrics: BusMetrics
+    """The bus instruments on ``registry``; pass them to any consumer built outside
+    ``consumer`` (a raw one, say) so that it reports like the others."""
     readiness: Readiness = field(default_factory=Readiness)
     roots: list[RootTask] = field(default_factory=list)
     closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
@@ -79,7 +83,9 @@ class ServiceContext(Generic[S]):
         It joins its group only once every watch cache registered with ``watch`` has synced,
         so handlers can rely on the caches holding the cluster's state.
         """
-        consumer = Consumer(self.settings.bus, group_id=group, client_id=self.instance)
+        consumer = Consumer(
+            self.settings.bus, group_id=group, client_id=self.instance, metrics=self.bus_metrics
+        )
 
         async def consume() -> None:
             for cache in self._caches:
@@ -119,8 +125,13 @@ async def serve(
     provider = tracer_provider or make_tracer_provider(
         settings.service_name, otlp_endpoint=settings.observability.otlp_endpoint
     )
+    bus_metrics = BusMetrics(registry)
     cluster = await ClusterClient.connect(settings.cluster)
-    publisher = Publisher(settings.bus, client_id=f"{settings.service_name}-{socket.gethostname()}")
+    publisher = Publisher(
+        settings.bus,
+        client_id=f"{settings.service_name}-{socket.gethostname()}",
+        metrics=bus_metrics,
+    )
     context: ServiceContext[S] | None = None
     try:
         # Every service creates the whole catalogue's topics (idempotently), so install order
@@ -134,6 +145,7 @@ async def serve(
             publisher=publisher,
             registry=registry,
             tracer=provider.get_tracer(f"klt/{settings.service_name}"),
+            bus_metrics=bus_metrics,
         )
         await setup(context)
         probes = ProbeServer(

@@ -29,6 +29,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from opentelemetry import propagate, trace
+from opentelemetry.context import Context
 from prometheus_client import Counter, Histogram
 
 from klt_app_aggregator import rules
@@ -616,17 +617,20 @@ class Aggregator:
                 return False
             if rules.generation(app) > 1:
                 await self._deprecate_older(app)
+            attributes = {
+                "keptn.deployment.app.name": app_name,
+                "keptn.deployment.app.version": version,
+                "keptn.deployment.app.namespace": ns,
+            }
             with self.tracer.start_as_current_span(
-                "create_app_version",
-                attributes={
-                    "keptn.deployment.app.name": app_name,
-                    "keptn.deployment.app.version": version,
-                    "keptn.deployment.app.namespace": ns,
-                },
+                "create_app_version", kind=trace.SpanKind.PRODUCER, attributes=attributes
             ):
+                trace_id = self._start_app_trace(name, attributes)
                 try:
                     kav = await self.cluster.create(
-                        KEPTN_APP_VERSIONS, rules.app_version_body(app, context), ns
+                        KEPTN_APP_VERSIONS,
+                        rules.app_version_body(app, context, trace_id=trace_id),
+                        ns,
                     )
                     created = True
                 except k8s.AlreadyExists:
@@ -664,6 +668,19 @@ class Aggregator:
             )
         self.confirmed[(ns, app_name)] = (str(rules.meta(app).get("uid")), rules.generation(app))
         return True
+
+    def _start_app_trace(self, name: str, attributes: Mapping[str, str]) -> dict[str, str]:
+        """Start the app version's own trace, as Keptn does when it creates one: a new root
+        span named after the version, whose context becomes the version's ``spec.traceId``.
+        The scheduler's spans of the version (its root, its phases, its workload versions)
+        descend from it, so one trace covers the version across both services."""
+        span = self.tracer.start_span(
+            name, context=Context(), kind=trace.SpanKind.SERVER, attributes=attributes
+        )
+        carrier: dict[str, str] = {}
+        propagate.inject(carrier, context=trace.set_span_in_context(span))
+        span.end()
+        return carrier
 
     async def _deprecate_older(self, app: Body) -> None:
         """A revision bump: set every older generation's version of the same version string

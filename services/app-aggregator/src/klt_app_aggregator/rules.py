@@ -515,9 +515,15 @@ def context_spec(raw: Mapping[str, Any] | None) -> Body:
     return _compact({k: dumped.get(k) for k in CONTEXT_KEYS})
 
 
-def app_version_body(app: Mapping[str, Any], context: Mapping[str, Any]) -> Body:
+def app_version_body(
+    app: Mapping[str, Any],
+    context: Mapping[str, Any],
+    *,
+    trace_id: Mapping[str, str] | None = None,
+) -> Body:
     """A new KeptnAppVersion for the app's current generation: the app's spec, the context
-    merged in, ``appName`` and ``previousVersion``; owned by the app."""
+    merged in, ``appName``, ``previousVersion`` and ``traceId`` (the W3C carrier of the span
+    the version's trace descends from); owned by the app."""
     app_spec = spec(app)
     body_spec: Body = {
         "version": str(app_spec["version"]),
@@ -532,6 +538,8 @@ def app_version_body(app: Mapping[str, Any], context: Mapping[str, Any]) -> Body
     previous = previous_version(app)
     if previous:
         body_spec["previousVersion"] = previous
+    if trace_id:
+        body_spec["traceId"] = dict(trace_id)
     return {
         "apiVersion": "lifecycle.keptn.sh/v1",
         "kind": "KeptnAppVersion",

@@ -7,7 +7,8 @@
   runners, and the sweeper that closes idle provider sessions;
 - the ``evaluation.requested`` handler (consumer group ``klt-evaluator``);
 - exposure: KeptnMetric gauges and the analysis gauges on ``/metrics`` (custom collectors over the
-  caches), and ``GET /api/v1/metrics/{namespace}/{metric}`` for KEDA.
+  caches), Keptn's ``keptn_evaluation_*`` instruments (``meters``, kept by the evaluation
+  runner), and ``GET /api/v1/metrics/{namespace}/{metric}`` for KEDA.
 
 Nothing here keeps state beyond caches: restart it at any time.
 """

@@ -54,6 +54,7 @@ from pydantic import ValidationError
 from klt_common.clients import bus
 from klt_common.clients import cluster as k8s
 from klt_common.clients.events_recorder import EventRecorder, keptn_message
+from klt_common.observability.tracing import TRACE_ANNOTATION, in_trace
 from klt_common.structs import events
 from klt_common.structs.api._base import parse_duration
 from klt_common.structs.api.enums import KeptnState
@@ -66,6 +67,7 @@ from klt_common.structs.api.lifecycle import (
 )
 from klt_evaluator import clock
 from klt_evaluator.lookups import EVALUATIONS, METRICS, Lookups
+from klt_evaluator.meters import EvaluationMeters
 from klt_evaluator.numbers import describe_non_finite, parse_number
 from klt_evaluator.settings import EvaluatorSettings
 from klt_evaluator.targets import TargetError, parse_target
@@ -188,6 +190,7 @@ class Evaluations:
         self._rounds = Counter(
             "klt_evaluator_evaluation_rounds", "KeptnEvaluation rounds run", registry=self.registry
         )
+        self._meters = EvaluationMeters(self.registry)
 
     # -- entry points -------------------------------------------------------------------------
 
@@ -223,6 +226,7 @@ class Evaluations:
         await clock.wait_or_stop(self.cache.wait_synced(), stop)
         if not stop.is_set():
             for body in self.cache.values():
+                self._meters.on_evaluation("ADDED", body)
                 self._consider(body)
         followers = [
             asyncio.create_task(self._follow(), name="evaluations:follow"),
@@ -249,6 +253,7 @@ class Evaluations:
     async def _follow(self) -> None:
         while True:
             event = await self._events.get()
+            self._meters.on_evaluation(event.type, event.object)
             if event.type in ("ADDED", "MODIFIED"):
                 self._consider(event.object)
 
@@ -366,6 +371,7 @@ class Evaluations:
             return self.settings.evaluator.status_retry_seconds
         self._written[key] = stored
         if result.state.is_completed:
+            self._meters.finished(stored)
             final = KeptnEvaluation.model_validate(stored)
             await self._announce(stored, final, final.status or KeptnEvaluationStatus())
             return None
@@ -480,9 +486,10 @@ class Evaluations:
             state=state,
             message=summary(state, status.evaluation_status)[:32_000],
         )
-        await self.publisher.publish(
-            payload, source=self.source, event_id=finished_event_id(meta.uid or name, state)
-        )
+        with in_trace((meta.annotations or {}).get(TRACE_ANNOTATION)):
+            await self.publisher.publish(
+                payload, source=self.source, event_id=finished_event_id(meta.uid or name, state)
+            )
         self._verdicts.labels(state.value).inc()
         if state == KeptnState.FAILED:
             await self.recorder.record(

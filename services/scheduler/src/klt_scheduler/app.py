@@ -5,7 +5,8 @@
 - ``Engine``: the reconcile passes that move app and workload versions through their phases
   and release the scheduling gate;
 - ``Triggers``: the consumer group on ``klt.lifecycle``, the watch-event triggers and the
-  periodic resync that run the passes.
+  periodic resync that run the passes;
+- ``Meters``: Keptn's deployment metrics; its gauges follow the version caches' events.
 
 The service is ready once every cache has synced; until then the bus handlers wait.
 """
@@ -26,7 +27,9 @@ async def setup(context: ServiceContext[SchedulerSettings]) -> None:
     for cache in world.caches():
         context.watch(cache)
     context.readiness.add("caches", lambda: world.synced)
-    engine = Engine(context, world, Meters(context.registry, world))
+    meters = Meters(context.registry, world)
+    context.loop("metrics", lambda: meters.follow(context.stop))
+    engine = Engine(context, world, meters)
     Triggers(context, world, engine).register()
     grace = context.settings.shutdown.grace_seconds
 

@@ -34,6 +34,7 @@ from typing import Any, Literal
 from klt_common.aiokits.errors import TemporaryError
 from klt_common.clients import cluster as k8s
 from klt_common.clients.events_recorder import EventRecorder, keptn_message
+from klt_common.observability.tracing import TRACE_ANNOTATION, in_trace
 from klt_common.service import ServiceContext
 from klt_common.structs import discovery, events
 from klt_common.structs.api import lifecycle
@@ -785,7 +786,7 @@ class Engine:
         body = (
             self._task_body(t, st, phase, name, found)
             if tasks
-            else self._evaluation_body(t, phase, name, found)
+            else self._evaluation_body(t, st, phase, name, found)
         )
         try:
             created = await self.cluster.create(res, body, t.namespace)
@@ -807,7 +808,8 @@ class Engine:
                 "could not create KeptnTask" if tasks else "could not create KeptnEvaluation",
             )
             return None
-        self._announce_check(t, phase, name, uid_of(created), tasks=tasks)
+        traceparent = ((st.phase_trace_ids or {}).get(phase.phase) or {}).get(tracing.TRACEPARENT)
+        self._announce_check(t, phase, name, uid_of(created), tasks=tasks, trace=traceparent)
         return name, None
 
     @staticmethod
@@ -876,7 +878,9 @@ class Engine:
             },
         }
 
-    def _evaluation_body(self, t: Target, phase: PhaseSpec, name: str, definition: Body) -> Body:
+    def _evaluation_body(
+        self, t: Target, st: machine.Status, phase: PhaseSpec, name: str, definition: Body
+    ) -> Body:
         assert phase.check_type is not None
         d = spec(definition)
         body_spec: Body
@@ -911,6 +915,9 @@ class Engine:
         labels = meta(definition).get("labels")
         if labels:
             object_meta["labels"] = dict(labels)
+        traceparent = ((st.phase_trace_ids or {}).get(phase.phase) or {}).get(tracing.TRACEPARENT)
+        if traceparent:
+            object_meta["annotations"] = {TRACE_ANNOTATION: traceparent}
         return {
             "apiVersion": lifecycle.API_VERSION,
             "kind": "KeptnEvaluation",
@@ -919,7 +926,7 @@ class Engine:
         }
 
     def _announce_check(
-        self, t: Target, phase: PhaseSpec, name: str, uid: str, *, tasks: bool
+        self, t: Target, phase: PhaseSpec, name: str, uid: str, *, tasks: bool, trace: str | None
     ) -> None:
         payload: events.EventPayload
         if tasks:
@@ -940,11 +947,8 @@ class Engine:
             )
         # Announced without waiting: the object exists already, and the task-runner and
         # evaluator also watch for new objects, so a lost announcement only costs time.
-        self.spawn(
-            self.context.publisher.publish(
-                payload, source=self.context.source, event_id=f"{payload.event_type}/{uid or name}"
-            ),
-            f"announce {name}",
+        self.announce(
+            payload, event_id=f"{payload.event_type}/{uid or name}", trace=trace, what=name
         )
 
     def _check_finished(
@@ -1039,13 +1043,11 @@ class Engine:
                     phase=phase,
                     state=state,
                 )
-                self.spawn(
-                    self.context.publisher.publish(
-                        payload,
-                        source=self.context.source,
-                        event_id=f"{events.PhaseChanged.event_type}/{t.uid}/{rv}/{phase}/{state}",
-                    ),
-                    f"phase.changed {t.name}",
+                self.announce(
+                    payload,
+                    event_id=f"{events.PhaseChanged.event_type}/{t.uid}/{rv}/{phase}/{state}",
+                    trace=self._phase_traceparent(stored, phase),
+                    what=f"phase.changed {t.name}",
                 )
             for record in p.spans:
                 try:
@@ -1114,7 +1116,10 @@ class Engine:
         except k8s.NotFound:
             return
         except k8s.ApiError as exc:
-            if exc.temporary:
+            # A 409 on a patch without a precondition means the apiserver lost its own retries
+            # to concurrent writers (the kubelet, a controller): trying again shortly succeeds,
+            # whereas giving up would leave the pod gated until the next resync.
+            if exc.temporary or isinstance(exc, k8s.Conflict):
                 raise TemporaryError(f"cannot ungate pod {name_of(pod)}: {exc}") from exc
             _log.error("cannot ungate pod %s/%s: %s", namespace_of(pod), name_of(pod), exc)
             return
@@ -1140,6 +1145,34 @@ class Engine:
             await self.ungate(pod)
 
     # -- background work ----------------------------------------------------------------------
+
+    @staticmethod
+    def _phase_traceparent(obj: Body, phase: str) -> str | None:
+        """The traceparent of ``phase`` of a stored version, else of the version itself."""
+        ids = status(obj).get("phaseTraceIDs") or {}
+        for key in (phase, ""):
+            carrier = ids.get(key) or {}
+            if carrier.get(tracing.TRACEPARENT):
+                return str(carrier[tracing.TRACEPARENT])
+        return None
+
+    def announce(
+        self, payload: events.EventPayload, *, event_id: str, trace: str | None, what: str
+    ) -> None:
+        """Publish ``payload`` in the background, inside the trace of its app version.
+
+        The scheduler's spans are written from the status (so a restart continues them), not
+        held open, so no span is current here: the version's stored traceparent is made the
+        context the publishing task inherits, and the bus carries it in the record headers.
+        """
+        # The task spawned inherits the context current at its creation.
+        with in_trace(trace):
+            self.spawn(
+                self.context.publisher.publish(
+                    payload, source=self.context.source, event_id=event_id
+                ),
+                what,
+            )
 
     def spawn(self, coro: Awaitable[Any], what: str) -> None:
         async def guarded() -> None:

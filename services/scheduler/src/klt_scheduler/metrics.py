@@ -9,8 +9,10 @@ dashboards query are what the scheduler serves here, on the service's own regist
 - histograms ``keptn_app_duration`` and ``keptn_deployment_duration`` (seconds, OpenTelemetry's
   default boundaries);
 - gauges ``keptn_app_active``, ``keptn_deployment_active``, the DORA
-  ``keptn_{app,deployment}_deploymentduration`` and ``…_deploymentinterval``, computed at
-  scrape time from the watch caches (Keptn lists every object from the apiserver per scrape).
+  ``keptn_{app,deployment}_deploymentduration`` and ``…_deploymentinterval``. Keptn lists every
+  object from the apiserver on each scrape and searches every predecessor among all of them;
+  here they are kept per version from the watch events (``Meters.follow``), and a scrape only
+  reads them.
 
 Label names are Keptn's attribute keys with dots turned into underscores. The scheduler's own
 instruments (``klt_scheduler_*``: passes, their duration, write conflicts, gates released)
@@ -19,6 +21,9 @@ describe its work rather than the deployments.
 
 from __future__ import annotations
 
+import asyncio
+import bisect
+import logging
 from collections.abc import Iterator, Mapping
 from datetime import datetime
 from typing import Any
@@ -27,7 +32,12 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from klt_common.clients.cluster import WatchCache, WatchEvent
 from klt_scheduler.world import World, name_of, namespace_of, spec, status
+
+_log = logging.getLogger(__name__)
+
+Key = tuple[str, str]
 
 APP_NAME = "keptn_deployment_app_name"
 APP_VERSION = "keptn_deployment_app_version"
@@ -114,7 +124,15 @@ class Meters:
             "Pods whose keptn-prechecks-gate the scheduler removed",
             registry=registry,
         )
-        registry.register(_CacheGauges(world))
+        self._books = (
+            _Book(world.app_versions, "appName"),
+            _Book(world.workload_versions, "workloadName"),
+        )
+        registry.register(_BookGauges(world, *self._books))
+
+    async def follow(self, stop: asyncio.Event) -> None:
+        """Keep the gauges' books current until ``stop`` (a root task of the service)."""
+        await asyncio.gather(*(book.run(stop) for book in self._books))
 
     def app_finished(self, kav: Mapping[str, Any], *, promoted: bool) -> None:
         labels = app_labels(kav)
@@ -161,93 +179,220 @@ def workload_labels(kwv: Mapping[str, Any]) -> tuple[str, str, str, str, str]:
     )
 
 
-class _CacheGauges(Collector):
-    """Keptn's observable gauges, read from the watch caches at scrape time."""
+class _Version:
+    """What the gauges need of one app or workload version, read once per watch event."""
 
-    def __init__(self, world: World) -> None:
+    __slots__ = ("active", "dora", "duration", "end", "namespace", "predecessor", "start")
+
+    def __init__(self, obj: Mapping[str, Any], parent_key: str) -> None:
+        s, st = spec(obj), status(obj)
+        self.namespace = namespace_of(obj)
+        self.start = str(st.get("startTime", "") or "")
+        self.end = _time(st.get("endTime"))
+        self.duration = _duration(obj)
+        self.dora = tuple(_dora_labels(obj, parent_key))
+        if parent_key == "appName":
+            self.active: tuple[str, ...] = (
+                str(s.get("appName", "")),
+                str(s.get("version", "")),
+                self.namespace,
+            )
+        else:
+            self.active = (
+                str(s.get("app", "")),
+                str(s.get("workloadName", "")),
+                str(s.get("version", "")),
+                self.namespace,
+            )
+        previous = str(s.get("previousVersion", "") or "")
+        # Keptn's predecessor: the earliest-started version whose name starts with
+        # <parent>-<previousVersion> (same namespace).
+        self.predecessor = f"{s.get(parent_key, '')}-{previous}" if previous else ""
+
+
+class _Book:
+    """One kind's active, duration and interval gauges, kept from its watch cache's events.
+
+    Keptn lists every version from the apiserver on each scrape and searches each one's
+    predecessor among all of them. Here every watch event updates only the version it names
+    and the versions whose predecessor it may be (found through an index of the name prefixes
+    they wait for), and a scrape only reads the results.
+    """
+
+    def __init__(self, cache: WatchCache, parent_key: str) -> None:
+        self._cache = cache
+        self._parent_key = parent_key
+        self._events = cache.subscribe()
+        self._seeded = False
+        self._versions: dict[Key, _Version] = {}
+        self._names: dict[str, list[str]] = {}
+        """Sorted names per namespace, for predecessor lookups by name prefix."""
+        self._successors: dict[tuple[str, str], set[str]] = {}
+        """(namespace, predecessor prefix) → names of the versions that wait for it."""
+        self.intervals: dict[Key, float] = {}
+
+    def versions(self) -> Iterator[tuple[Key, _Version]]:
+        return iter(self._versions.items())
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Apply watch events as they come, so the queue stays short between scrapes."""
+        stopped = asyncio.ensure_future(stop.wait())
+        try:
+            while True:
+                getter = asyncio.ensure_future(self._events.get())
+                await asyncio.wait({getter, stopped}, return_when=asyncio.FIRST_COMPLETED)
+                if not getter.done():
+                    getter.cancel()
+                    return
+                self._seed()
+                self._apply(getter.result())
+                self.catch_up()
+        finally:
+            stopped.cancel()
+
+    def catch_up(self) -> None:
+        """Apply every event delivered so far (a scrape calls this, so it is never stale)."""
+        if not self._seed():
+            return
+        while True:
+            try:
+                event = self._events.get_nowait()
+            except asyncio.QueueEmpty:
+                return
+            self._apply(event)
+
+    def _seed(self) -> bool:
+        # Events reach the queue only after the cache's first list, which is what seeds the
+        # book; applying the queued ones afterwards converges on the cache's state.
+        if not self._seeded and self._cache.synced:
+            for obj in self._cache.values():
+                self._upsert(obj)
+            self._seeded = True
+        return self._seeded
+
+    def _apply(self, event: WatchEvent) -> None:
+        try:
+            if event.type == "DELETED":
+                self._remove(event.object)
+            elif event.type in ("ADDED", "MODIFIED"):
+                self._upsert(event.object)
+        except Exception:  # noqa: BLE001 - a gauge must never stop the scheduler
+            _log.exception("metrics: could not apply a %s event", event.type)
+
+    def _upsert(self, obj: Mapping[str, Any]) -> None:
+        key = (namespace_of(obj), name_of(obj))
+        version = _Version(obj, self._parent_key)
+        old = self._versions.get(key)
+        if old is None:
+            bisect.insort(self._names.setdefault(key[0], []), key[1])
+        elif old.predecessor:
+            self._stop_waiting(key, old.predecessor)
+        self._versions[key] = version
+        if version.predecessor:
+            self._successors.setdefault((key[0], version.predecessor), set()).add(key[1])
+        self._interval(key)
+        self._recheck_successors(key)
+
+    def _remove(self, obj: Mapping[str, Any]) -> None:
+        key = (namespace_of(obj), name_of(obj))
+        old = self._versions.pop(key, None)
+        if old is None:
+            return
+        names = self._names[key[0]]
+        del names[bisect.bisect_left(names, key[1])]
+        if not names:
+            del self._names[key[0]]
+        if old.predecessor:
+            self._stop_waiting(key, old.predecessor)
+        self.intervals.pop(key, None)
+        self._recheck_successors(key)
+
+    def _stop_waiting(self, key: Key, prefix: str) -> None:
+        waiting = self._successors.get((key[0], prefix))
+        if waiting is not None:
+            waiting.discard(key[1])
+            if not waiting:
+                del self._successors[key[0], prefix]
+
+    def _recheck_successors(self, key: Key) -> None:
+        # The versions that may take this one as predecessor wait for a prefix of its name.
+        namespace, name = key
+        for end in range(1, len(name) + 1):
+            for successor in tuple(self._successors.get((namespace, name[:end]), ())):
+                self._interval((namespace, successor))
+
+    def _interval(self, key: Key) -> None:
+        version = self._versions[key]
+        if not version.predecessor or version.end is None:
+            self.intervals.pop(key, None)
+            return
+        names = self._names.get(key[0], [])
+        first: _Version | None = None
+        at = bisect.bisect_left(names, version.predecessor)
+        while at < len(names) and names[at].startswith(version.predecessor):
+            candidate = self._versions[key[0], names[at]]
+            if first is None or candidate.start < first.start:
+                first = candidate
+            at += 1
+        if first is None or first.end is None:
+            self.intervals.pop(key, None)
+        else:
+            self.intervals[key] = (version.end - first.end).total_seconds()
+
+
+class _BookGauges(Collector):
+    """Keptn's observable gauges, read from the books at scrape time (in scope only)."""
+
+    def __init__(self, world: World, apps: _Book, workloads: _Book) -> None:
         self._world = world
+        self._apps = apps
+        self._workloads = workloads
 
     def collect(self) -> Iterator[Metric]:
-        world = self._world
-        apps = list(world.in_scope(world.app_versions.values()))
-        workloads = list(world.in_scope(world.workload_versions.values()))
-        app_active = GaugeMetricFamily(
-            "keptn_app_active",
-            "App versions in progress",
-            labels=[APP_NAME, APP_VERSION, APP_NAMESPACE],
-        )
-        for kav in apps:
-            s = spec(kav)
-            app_active.add_metric(
-                [str(s.get("appName", "")), str(s.get("version", "")), namespace_of(kav)],
-                0.0 if status(kav).get("endTime") else 1.0,
+        admitted: dict[str, bool] = {}
+
+        def in_scope(namespace: str) -> bool:
+            known = admitted.get(namespace)
+            if known is None:
+                known = admitted[namespace] = self._world.admits(namespace)
+            return known
+
+        for prefix, what, book, active_labels, dora_labels in (
+            ("keptn_app", "App", self._apps, _APP_ACTIVE, _APP_DORA),
+            ("keptn_deployment", "Workload", self._workloads, _WORKLOAD_ACTIVE, _WORKLOAD_DORA),
+        ):
+            book.catch_up()
+            active = GaugeMetricFamily(
+                f"{prefix}_active", f"{what} versions in progress", labels=active_labels
             )
-        yield app_active
-        deployment_active = GaugeMetricFamily(
-            "keptn_deployment_active",
-            "Workload versions in progress",
-            labels=[APP_NAME, WORKLOAD_NAME, WORKLOAD_VERSION, WORKLOAD_NAMESPACE],
-        )
-        for kwv in workloads:
-            s = spec(kwv)
-            deployment_active.add_metric(
-                [
-                    str(s.get("app", "")),
-                    str(s.get("workloadName", "")),
-                    str(s.get("version", "")),
-                    namespace_of(kwv),
-                ],
-                0.0 if status(kwv).get("endTime") else 1.0,
+            duration = GaugeMetricFamily(
+                f"{prefix}_deploymentduration",
+                "Seconds a finished version took",
+                labels=dora_labels,
             )
-        yield deployment_active
-        yield from _dora(
-            "keptn_app", apps, "appName", [APP_NAME, APP_NAMESPACE, APP_VERSION, APP_PREVIOUS]
-        )
-        yield from _dora(
-            "keptn_deployment",
-            workloads,
-            "workloadName",
-            [APP_NAME, WORKLOAD_NAME, WORKLOAD_NAMESPACE, WORKLOAD_VERSION, WORKLOAD_PREVIOUS],
-        )
+            interval = GaugeMetricFamily(
+                f"{prefix}_deploymentinterval",
+                "Seconds between the end of the previous version and the end of this one",
+                labels=dora_labels,
+            )
+            for key, version in book.versions():
+                if not in_scope(version.namespace):
+                    continue
+                active.add_metric(list(version.active), 0.0 if version.end else 1.0)
+                if version.duration is not None:
+                    duration.add_metric(list(version.dora), version.duration)
+                seconds = book.intervals.get(key)
+                if seconds is not None:
+                    interval.add_metric(list(version.dora), seconds)
+            yield active
+            yield duration
+            yield interval
 
 
-def _dora(
-    prefix: str, objects: list[dict[str, Any]], parent_key: str, labels: list[str]
-) -> Iterator[Metric]:
-    duration = GaugeMetricFamily(
-        f"{prefix}_deploymentduration", "Seconds a finished version took", labels=labels
-    )
-    interval = GaugeMetricFamily(
-        f"{prefix}_deploymentinterval",
-        "Seconds between the end of the previous version and the end of this one",
-        labels=labels,
-    )
-    for obj in objects:
-        s = spec(obj)
-        values = _dora_labels(obj, parent_key)
-        length = _duration(obj)
-        if length is not None:
-            duration.add_metric(values, length)
-        previous = str(s.get("previousVersion", "") or "")
-        end = _time(status(obj).get("endTime"))
-        if not previous or end is None:
-            continue
-        # Keptn's predecessor: the earliest-started version whose name starts with
-        # <parent>-<previousVersion>.
-        prefix_name = f"{s.get(parent_key, '')}-{previous}"
-        predecessors = [
-            o
-            for o in objects
-            if name_of(o).startswith(prefix_name) and namespace_of(o) == namespace_of(obj)
-        ]
-        if not predecessors:
-            continue
-        first = min(predecessors, key=lambda o: str(status(o).get("startTime", "")))
-        first_end = _time(status(first).get("endTime"))
-        if first_end is not None:
-            interval.add_metric(values, (end - first_end).total_seconds())
-    yield duration
-    yield interval
+_APP_ACTIVE = [APP_NAME, APP_VERSION, APP_NAMESPACE]
+_WORKLOAD_ACTIVE = [APP_NAME, WORKLOAD_NAME, WORKLOAD_VERSION, WORKLOAD_NAMESPACE]
+_APP_DORA = [APP_NAME, APP_NAMESPACE, APP_VERSION, APP_PREVIOUS]
+_WORKLOAD_DORA = [APP_NAME, WORKLOAD_NAME, WORKLOAD_NAMESPACE, WORKLOAD_VERSION, WORKLOAD_PREVIOUS]
 
 
 def _dora_labels(obj: Mapping[str, Any], parent_key: str) -> list[str]:

@@ -7,6 +7,7 @@
   ConfigMaps it writes;
 - the task and definition work queues, the pending-task timer and the owner of background log
   captures, each a supervised root task;
+- Keptn's task instruments (``keptn_task_*``, see ``meters``) on the service's registry;
 - the job executor (Keptn's job-executor-service mode), when its package is installed.
 """
 
@@ -19,6 +20,7 @@ import inspect
 from klt_common.clients import bus
 from klt_common.service import ServiceContext
 from klt_common.structs import events
+from klt_task_runner.meters import TaskMeters
 from klt_task_runner.runner import TaskRunner
 from klt_task_runner.settings import TaskRunnerSettings
 
@@ -34,6 +36,7 @@ async def setup(context: ServiceContext[TaskRunnerSettings]) -> None:
         klt_namespace=settings.cluster.namespace,
         source=context.source,
         instance=context.instance,
+        meters=TaskMeters(context.registry),
     )
     for cache in runner.caches():
         context.watch(cache)

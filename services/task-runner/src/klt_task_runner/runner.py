@@ -53,11 +53,13 @@ from klt_common.aiokits.workqueue import KeyedWorkQueue
 from klt_common.clients import cluster as k8s
 from klt_common.clients import events_recorder, pod_logs
 from klt_common.clients.bus import Publisher
+from klt_common.observability.tracing import in_trace
 from klt_common.structs import events
 from klt_common.structs.api import lifecycle
 from klt_common.structs.api.enums import KeptnState
 from klt_task_runner import jobspec, outcome
 from klt_task_runner.definitions import DefinitionStore, write_configmap
+from klt_task_runner.meters import TaskMeters
 from klt_task_runner.settings import TaskSettings
 
 _log = logging.getLogger(__name__)
@@ -195,8 +197,10 @@ class TaskRunner:
         klt_namespace: str,
         source: str,
         instance: str = "",
+        meters: TaskMeters | None = None,
     ) -> None:
         self.client = client
+        self.meters = meters
         self.publisher = publisher
         self.settings = settings
         self.source = source
@@ -238,6 +242,8 @@ class TaskRunner:
         self._created_jobs: dict[str, Body] = {}
         self._written: dict[str, Body] = {}
         self.tasks.listeners.append(self._on_task)
+        if meters is not None:
+            self.tasks.listeners.append(meters.on_task)
         self.jobs.listeners.append(self._on_job)
         self.pods.listeners.append(self._on_pod)
         self._definition_events = self.definitions.cache.subscribe()
@@ -603,6 +609,8 @@ class TaskRunner:
             },
         )
         if written is not None:
+            if self.meters is not None:
+                self.meters.finished(written)
             self._record(body, task, "Warning", "CreateTaskFailed", "Create Task", message)
 
     async def _job_lost(self, body: Body, task: lifecycle.KeptnTask, job_name: str) -> None:
@@ -671,6 +679,8 @@ class TaskRunner:
         )
         self._forget(uid)
         if written is not None:
+            if self.meters is not None:
+                self.meters.finished(written)
             if result.state is KeptnState.SUCCEEDED:
                 self._record(
                     body,
@@ -703,11 +713,13 @@ class TaskRunner:
             reason=result.reason[:32_768],
             message=result.message[:32_768],
         )
-        await self.publisher.publish(
-            payload,
-            source=self.source,
-            event_id=outcome.finished_event_id(task.metadata.uid or "", result),
-        )
+        # In the trace of the task's phase, which the scheduler put in the task's context.
+        with in_trace(str((context.metadata or {}).get("traceparent") or "")):
+            await self.publisher.publish(
+                payload,
+                source=self.source,
+                event_id=outcome.finished_event_id(task.metadata.uid or "", result),
+            )
 
     async def _write_status(self, body: Body, update: Body) -> Body | None:
         """Apply ``update`` to the task's status (see ``advance``); returns the stored task, or

@@ -12,6 +12,9 @@ keeps three promises (see ``clients.bus`` for the whole contract):
 
 Workers are long-lived per assignment (not per record) and are owned here: each is stopped and
 awaited when its partition is revoked or the consumer stops, so nothing outlives the runner.
+
+Given a ``GroupMetrics``, the runner also reports each assigned partition's lag (see
+``observability.bus_metrics``) from a small task of its own, so measuring never delays a fetch.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 from klt_common.aiokits import retry as retries
 from klt_common.aiokits.errors import PermanentError, TemporaryError
 from klt_common.configs.settings import BusSettings
+from klt_common.observability.bus_metrics import GroupMetrics
 from klt_common.structs import events
 
 _log = logging.getLogger("klt_common.clients.bus")
@@ -66,11 +70,13 @@ class Runner:
         settings: BusSettings,
         dispatch: Dispatch,
         dead_letter: DeadLetter,
+        metrics: GroupMetrics | None = None,
     ) -> None:
         self._consumer = consumer
         self._settings = settings
         self._dispatch = dispatch
         self._dead_letter = dead_letter
+        self._metrics = metrics
         self._workers: dict[TopicPartition, _Worker] = {}
         self._committer = _Committer(consumer)
         self._crashed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -83,19 +89,24 @@ class Runner:
         committer.add_done_callback(self._watch)
         fetcher = asyncio.create_task(self._fetch_loop(), name="bus-fetcher")
         stopper = asyncio.create_task(stop.wait(), name="bus-stop")
+        helpers = [fetcher, stopper]
+        if self._metrics is not None:
+            helpers.append(asyncio.create_task(self._lag_loop(self._metrics), name="bus-lag"))
         waited: set[asyncio.Future[Any]] = {fetcher, stopper, self._crashed}
         try:
             await asyncio.wait(waited, return_when=asyncio.FIRST_COMPLETED)
         finally:
             # NB: cancelling the fetcher is safe: its only await is the fetch itself, and records
             # reach the workers synchronously once fetched, so none can be half-delivered.
-            for task in (stopper, fetcher):
+            for task in helpers:
                 task.cancel()
-            await asyncio.wait({stopper, fetcher})
+            await asyncio.wait(helpers)
             workers = list(self._workers.values())
             self._workers.clear()
             await self._drain(workers)
             await self._committer.close(committer)
+            if self._metrics is not None:
+                self._metrics.drop_all_lag()
         if not fetcher.cancelled() and (exc := fetcher.exception()) is not None:
             raise exc
         if self._crashed.done():
@@ -106,6 +117,9 @@ class Runner:
         workers = [self._workers.pop(tp) for tp in list(self._workers) if tp in partitions]
         await self._drain(workers)
         await self._committer.commit(only=partitions)
+        if self._metrics is not None:
+            for tp in partitions:
+                self._metrics.drop_lag(tp.topic, tp.partition)
 
     async def _fetch_loop(self) -> None:
         consumer = self._consumer
@@ -124,6 +138,37 @@ class Runner:
                 # worker lags stops being fetched until its backlog is done.
                 if worker.backlog >= limit:
                     consumer.pause(tp)
+
+    async def _lag_loop(self, metrics: GroupMetrics) -> None:
+        while True:
+            await asyncio.sleep(self._settings.lag_interval_seconds)
+            try:
+                await self._measure_lag(metrics)
+            except Exception:  # noqa: BLE001 - a gauge must never stop consumption
+                _log.exception("measuring consumer lag failed")
+
+    async def _measure_lag(self, metrics: GroupMetrics) -> None:
+        consumer = self._consumer
+        for tp in list(consumer.assignment()):
+            # Checked again after every await: a rebalance may have taken the partition.
+            if tp not in consumer.assignment():
+                continue
+            # The high watermark arrives with every fetch response, records or not; it is
+            # unknown only until the partition's first fetch, and dates from the last fetch
+            # while the partition is paused (its backlog then shows in ``unhandled``).
+            highwater = consumer.highwater(tp)
+            if highwater is None:
+                continue
+            try:
+                # Local once the start offset is known; waits only right after assignment.
+                position = await consumer.position(tp)
+            except IllegalStateError:
+                continue  # revoked meanwhile
+            worker = self._workers.get(tp)
+            # The position is past everything fetched; what was fetched but is not done yet
+            # sits with the partition's worker.
+            unhandled = worker.unhandled if worker is not None else 0
+            metrics.set_lag(tp.topic, tp.partition, max(0, highwater - position) + unhandled)
 
     async def _handle(self, record: ConsumerRecord, stop: asyncio.Event) -> bool:
         """Handle one record; True when it is done and its offset may be committed."""
@@ -210,6 +255,7 @@ class _Worker:
         self._runner = runner
         self._tp = tp
         self._queue: deque[ConsumerRecord] = deque()
+        self._in_hand = False
         self._wakeup = asyncio.Event()
         self._stop = asyncio.Event()
         self.task = asyncio.create_task(self._run(), name=f"bus-partition:{_tp_name(tp)}")
@@ -226,6 +272,11 @@ class _Worker:
     @property
     def backlog(self) -> int:
         return len(self._queue)
+
+    @property
+    def unhandled(self) -> int:
+        """Records fetched for this partition and not done: the queue and the one in hand."""
+        return len(self._queue) + self._in_hand
 
     def extend(self, records: Iterable[ConsumerRecord]) -> None:
         self._queue.extend(records)
@@ -248,7 +299,12 @@ class _Worker:
                 await self._wakeup.wait()
                 continue
             record = self._queue.popleft()
-            if await runner._handle(record, self._stop):
+            self._in_hand = True
+            try:
+                done = await runner._handle(record, self._stop)
+            finally:
+                self._in_hand = False
+            if done:
                 runner._committer.mark(self._tp, record.offset + 1)
 
 

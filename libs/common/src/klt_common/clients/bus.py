@@ -37,6 +37,9 @@ change (a status that is already set is not set again).
 - **Tracing:** the publisher injects the current OpenTelemetry context into the record
   headers (W3C ``traceparent``/``tracestate``); the consumer extracts it and makes it current
   while the handler runs.
+- **Metrics:** given a ``BusMetrics`` (the service template passes its registry's), the
+  publisher counts what it published and each consumer counts outcomes, times handler attempts
+  and reports its partitions' lag (``observability.bus_metrics`` lists the series).
 """
 
 from __future__ import annotations
@@ -44,6 +47,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -65,6 +69,8 @@ from klt_common.aiokits import retry as retries
 from klt_common.aiokits.errors import PermanentError, TemporaryError
 from klt_common.clients import _bus_runner
 from klt_common.configs.settings import BusSettings
+from klt_common.observability import bus_metrics
+from klt_common.observability.bus_metrics import BusMetrics
 from klt_common.structs import events
 
 __all__ = [
@@ -218,9 +224,12 @@ class Publisher:
     Use as ``async with Publisher(settings, client_id=...) as publisher:``.
     """
 
-    def __init__(self, settings: BusSettings, *, client_id: str) -> None:
+    def __init__(
+        self, settings: BusSettings, *, client_id: str, metrics: BusMetrics | None = None
+    ) -> None:
         self._settings = settings
         self._client_id = client_id
+        self._metrics = metrics
         self._producer: Any = None
 
     async def start(self, *, stop: asyncio.Event | None = None) -> None:
@@ -287,12 +296,22 @@ class Publisher:
         propagate.inject(carrier)
         record_headers.extend((name, text.encode()) for name, text in carrier.items())
         topic = payload.topic.full_name(self._settings.topic_prefix)
-        await self._send(topic, envelope.partitionkey.encode(), value, record_headers)
+        await self._send(
+            topic, envelope.partitionkey.encode(), value, record_headers, event_type=envelope.type
+        )
         return envelope
 
     async def _send(
-        self, topic: str, key: bytes | None, value: bytes | None, headers: events.Headers
+        self,
+        topic: str,
+        key: bytes | None,
+        value: bytes | None,
+        headers: events.Headers,
+        *,
+        event_type: str | None = None,
     ) -> Coordinates:
+        """Send one record; ``event_type`` labels it in ``klt_bus_published_total`` (dead
+        letters pass none: they are counted as dead-lettered)."""
         if self._producer is None:
             raise RuntimeError("the publisher is not started")
         try:
@@ -300,6 +319,8 @@ class Publisher:
         except KafkaError as exc:
             raise _classify(exc, f"publishing to {topic}") from exc
         _log.debug("published to %s[%d]@%d", topic, meta.partition, meta.offset)
+        if self._metrics is not None and event_type is not None:
+            self._metrics.count_published(topic, event_type)
         return Coordinates(
             topic=topic, partition=meta.partition, offset=meta.offset, timestamp_ms=meta.timestamp
         )
@@ -328,11 +349,26 @@ class Consumer:
     topics are skipped. See the module docstring for ordering, commits and failure handling.
     """
 
-    def __init__(self, settings: BusSettings, *, group_id: str, client_id: str) -> None:
+    def __init__(
+        self,
+        settings: BusSettings,
+        *,
+        group_id: str,
+        client_id: str,
+        metrics: BusMetrics | None = None,
+    ) -> None:
         self._settings = settings
-        self._group_id = group_id
+        # Under the installation's topic prefix, like its topics: two installations (or a
+        # test and the stack) sharing a broker never share a group, so neither's members stall
+        # the other's rebalances.
+        self._group_id = f"{settings.topic_prefix}{group_id}"
         self._client_id = client_id
         self._routes: dict[str, _Route] = {}
+        self._metrics = metrics.group(group_id) if metrics is not None else None
+        # The event type of the record each partition failed on last, for the dead-letter
+        # count (the runner that dead-letters it only sees the raw record). One entry per
+        # partition at most: a partition handles one record at a time.
+        self._failed_types: dict[tuple[str, int], str] = {}
 
     def register(self, model: type[P], handler: Handler[P]) -> None:
         """Call ``handler`` for every event of type ``model`` (one handler per type)."""
@@ -370,13 +406,21 @@ class Consumer:
                     return  # asked to stop while still waiting for the brokers
                 raise
             dead_letter_topic = events.Topic.DEADLETTER.full_name(self._settings.topic_prefix)
+
+            async def dead_letter(record: Any, exc: BaseException) -> None:
+                await _send_dead_letter(
+                    dead_letters, dead_letter_topic, record, exc, group_id=self._group_id
+                )
+                if self._metrics is not None:
+                    failed = self._failed_types.pop((record.topic, record.partition), None)
+                    self._metrics.dead_lettered(record.topic, failed or bus_metrics.MALFORMED, exc)
+
             runner = _bus_runner.Runner(
                 consumer,
                 settings=self._settings,
                 dispatch=self._dispatch,
-                dead_letter=lambda record, exc: _send_dead_letter(
-                    dead_letters, dead_letter_topic, record, exc, group_id=self._group_id
-                ),
+                dead_letter=dead_letter,
+                metrics=self._metrics,
             )
             consumer.subscribe(sorted(self.topics), listener=runner.listener)
             await runner.run(stop)
@@ -413,19 +457,41 @@ class Consumer:
             offset=record.offset,
             timestamp_ms=record.timestamp,
         )
+        metrics = self._metrics
         try:
             envelope = events.decode(record.value, record.headers)
         except events.UnknownEventTypeError as exc:
             _log.debug("skipping %s at %s: %s", exc.event_type, coordinates, exc)
+            if metrics is not None:
+                metrics.skipped(record.topic, bus_metrics.UNKNOWN)
             return
+        except events.EventDecodeError:
+            if metrics is not None:
+                self._failed_types[record.topic, record.partition] = bus_metrics.MALFORMED
+            raise
         route = self._routes.get(envelope.type)
         if route is None:
-            return  # a catalogue type we do not consume, sharing a topic with ones we do
+            # A catalogue type we do not consume, sharing a topic with ones we do.
+            if metrics is not None:
+                metrics.skipped(record.topic, envelope.type)
+            return
+        attempts = 0
+
+        async def attempt() -> None:
+            nonlocal attempts
+            attempts += 1
+            started = time.perf_counter()
+            try:
+                await route.handler(envelope, coordinates)
+            finally:
+                if metrics is not None:
+                    metrics.observe_handler(envelope.type, time.perf_counter() - started)
+
         carrier = {name: raw.decode("latin-1") for name, raw in record.headers}
         token = otel_context.attach(propagate.extract(carrier))
         try:
             await retries.retry(
-                lambda: route.handler(envelope, coordinates),
+                attempt,
                 delays=self._settings.handler_retry_delays,
                 what=f"handling {envelope.type} {envelope.id} at {_where(coordinates)}",
                 # Unexpected exceptions are retried as well: most are transient (a dropped
@@ -434,8 +500,14 @@ class Consumer:
                 is_temporary=lambda exc: True,
                 stop=stop,
             )
+        except BaseException:
+            if metrics is not None:
+                self._failed_types[record.topic, record.partition] = envelope.type
+            raise
         finally:
             otel_context.detach(token)
+        if metrics is not None:
+            metrics.handled(record.topic, envelope.type, attempts=attempts)
 
 
 async def _send_dead_letter(

@@ -7,7 +7,7 @@ so watching a topic never steals partitions from a service or moves its offsets.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncGenerator, Iterable
+from collections.abc import AsyncGenerator, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -138,8 +138,13 @@ async def tail(
     *,
     from_beginning: bool = False,
     stop: asyncio.Event | None = None,
+    on_ready: Callable[[int], None] | None = None,
 ) -> AsyncGenerator[Record, None]:
-    """Yield records of ``topics`` (full names) as they arrive, without joining a group."""
+    """Yield records of ``topics`` (full names) as they arrive, without joining a group.
+
+    ``on_ready`` is called with the number of partitions once the start positions are fixed:
+    from then on nothing published is missed (seeking alone is lazy in aiokafka).
+    """
     wanted = list(topics)
     admin = AIOKafkaAdminClient(
         bootstrap_servers=settings.bootstrap_servers, request_timeout_ms=settings.request_timeout_ms
@@ -166,6 +171,10 @@ async def tail(
             await consumer.seek_to_beginning(*partitions)
         else:
             await consumer.seek_to_end(*partitions)
+        for tp in partitions:
+            await consumer.position(tp)
+        if on_ready is not None:
+            on_ready(len(partitions))
         while stop is None or not stop.is_set():
             batches = await consumer.getmany(timeout_ms=200)
             for tp, records in batches.items():

@@ -10,8 +10,9 @@ gives them the same delivery machinery without the catalogue:
   ``_bus_runner``: records of one partition strictly in order, an offset committed only after
   its record was handled or dead-lettered, drain-and-commit on revocation and stop, retries
   after ``handler_retry_delays`` (``PermanentError`` is not retried), dead-lettering to the
-  catalogue's ``klt.deadletter`` topic with the same headers, and W3C trace context taken from
-  the record headers while the handler runs.
+  catalogue's ``klt.deadletter`` topic with the same headers, W3C trace context taken from
+  the record headers while the handler runs, and the same bus metrics (with the event type
+  ``raw``: foreign types are not label values).
 - ``RawPublisher`` writes pre-encoded records to a named topic through an already started
   ``bus.Publisher`` (so a service keeps one producer, flushed by the service template at
   shutdown), with the current trace context added to the headers.
@@ -25,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Awaitable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -37,6 +39,7 @@ from klt_common.aiokits import retry as retries
 from klt_common.aiokits.errors import TemporaryError
 from klt_common.clients import _bus_runner, bus
 from klt_common.configs.settings import BusSettings
+from klt_common.observability.bus_metrics import RAW, BusMetrics
 from klt_common.structs import events
 
 __all__ = ["RawConsumer", "RawHandler", "RawPublisher", "RawRecord"]
@@ -104,12 +107,17 @@ class RawConsumer:
         client_id: str,
         topics: Iterable[str],
         handler: RawHandler,
+        metrics: BusMetrics | None = None,
     ) -> None:
         self._settings = settings
-        self._group_id = group_id
+        # Under the installation's topic prefix, like its topics: two installations (or a
+        # test and the stack) sharing a broker never share a group, so neither's members stall
+        # the other's rebalances.
+        self._group_id = f"{settings.topic_prefix}{group_id}"
         self._client_id = client_id
         self._topics = tuple(sorted(set(topics)))
         self._handler = handler
+        self._metrics = metrics.group(group_id) if metrics is not None else None
         if not self._topics:
             raise ValueError("a raw consumer needs at least one topic")
 
@@ -140,13 +148,20 @@ class RawConsumer:
                     return
                 raise
             dead_letter_topic = events.Topic.DEADLETTER.full_name(self._settings.topic_prefix)
+
+            async def dead_letter(record: Any, exc: BaseException) -> None:
+                await bus._send_dead_letter(
+                    dead_letters, dead_letter_topic, record, exc, group_id=self._group_id
+                )
+                if self._metrics is not None:
+                    self._metrics.dead_lettered(record.topic, RAW, exc)
+
             runner = _bus_runner.Runner(
                 consumer,
                 settings=self._settings,
                 dispatch=self._dispatch,
-                dead_letter=lambda record, exc: bus._send_dead_letter(
-                    dead_letters, dead_letter_topic, record, exc, group_id=self._group_id
-                ),
+                dead_letter=dead_letter,
+                metrics=self._metrics,
             )
             consumer.subscribe(sorted(self.topics), listener=runner.listener)
             await runner.run(stop)
@@ -183,11 +198,24 @@ class RawConsumer:
             value=record.value,
             headers=tuple((name, bytes(value or b"")) for name, value in record.headers),
         )
+        metrics = self._metrics
+        attempts = 0
+
+        async def attempt() -> None:
+            nonlocal attempts
+            attempts += 1
+            started = time.perf_counter()
+            try:
+                await self._handler(raw, stop=stop)
+            finally:
+                if metrics is not None:
+                    metrics.observe_handler(RAW, time.perf_counter() - started)
+
         carrier = {name: value.decode("latin-1") for name, value in raw.headers}
         token = otel_context.attach(propagate.extract(carrier))
         try:
             await retries.retry(
-                lambda: self._handler(raw, stop=stop),
+                attempt,
                 delays=self._settings.handler_retry_delays,
                 what=f"handling the record at {raw.where()}",
                 # As in ``bus.Consumer``: unexpected errors are retried too, and a real bug
@@ -197,6 +225,8 @@ class RawConsumer:
             )
         finally:
             otel_context.detach(token)
+        if metrics is not None:
+            metrics.handled(record.topic, RAW, attempts=attempts)
 
 
 class RawPublisher:
@@ -230,4 +260,6 @@ class RawPublisher:
         record_headers.extend((name, text.encode()) for name, text in carrier.items())
         raw_key = key.encode() if isinstance(key, str) else key
         full_topic = f"{self._settings.topic_prefix}{topic}"
-        return await self._publisher._send(full_topic, raw_key, value, record_headers)
+        return await self._publisher._send(
+            full_topic, raw_key, value, record_headers, event_type=RAW
+        )

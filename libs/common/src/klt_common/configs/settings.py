@@ -63,6 +63,11 @@ class BusSettings(_Group):
     below ``ShutdownSettings.grace_seconds`` so the final commit and the group leave still fit;
     the consumer's rebalance timeout is derived from it, since other members wait for us."""
 
+    lag_interval_seconds: float = Field(default=5.0, gt=0)
+    """Seconds between refreshes of the ``klt_bus_consumer_lag`` gauge. Each refresh reads
+    offsets the consumer already holds (no broker round trip), so this only bounds how stale the
+    gauge may be; a third of a typical 15s scrape interval keeps it current enough."""
+
 
 class ClusterSettings(_Group):
     """How the service reaches the Kubernetes apiserver."""

@@ -60,6 +60,7 @@ def attach(context: ServiceContext[TaskRunnerSettings]) -> None:
         client_id=f"{context.instance}-job-executor",
         topics=[settings.input_topic],
         handler=executor.handle,
+        metrics=context.bus_metrics,
     )
     topics_ready = False
 

@@ -311,7 +311,7 @@ spec:
       {{- end }}
       metadata:
         bootstrapServers: {{ include "klt.kafkaBootstrap" $ctx | quote }}
-        consumerGroup: {{ .group | quote }}
+        consumerGroup: {{ printf "%s%s" $v.global.kafka.topicPrefix .group | quote }}
         topic: {{ printf "%s%s" $v.global.kafka.topicPrefix .topic | quote }}
         lagThreshold: {{ $k.lagThreshold | quote }}
         activationLagThreshold: {{ $k.activationLagThreshold | quote }}
