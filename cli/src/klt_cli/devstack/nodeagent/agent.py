@@ -97,9 +97,18 @@ class PodWorker:
             raise
         except k8s.NotFound:
             _log.debug("pod %s/%s vanished", self.namespace, self.name)
+        except Exception:  # noqa: BLE001 - the worker must outlive a failed report
+            # A worker that died here would leave its processes running and its pod stuck in
+            # Terminating for ever (nothing else knows the processes): keep it until deletion.
+            _log.exception(
+                "pod %s/%s: worker failed; waiting for deletion", self.namespace, self.name
+            )
+            await self.deleted.wait()
         await self._finalise_delete()
 
     async def _run(self) -> None:
+        if self.deleted.is_set():
+            return
         spec = self.pod.get("spec", {})
         if self.pod.get("status", {}).get("phase") in ("Succeeded", "Failed"):
             await self.deleted.wait()
@@ -332,13 +341,22 @@ class PodWorker:
     async def _finalise_delete(self) -> None:
         await self._kill_all()
         # The kubelet's last word on a terminating pod: delete it for good, but only this
-        # incarnation (a pod recreated under the same name has another uid).
-        with contextlib.suppress(k8s.NotFound, k8s.Conflict):
-            await self.agent.client.request(
-                "DELETE",
-                k8s.PODS.path(self.namespace, self.name),
-                body={"gracePeriodSeconds": 0, "preconditions": {"uid": self.uid}},
-            )
+        # incarnation (a pod recreated under the same name has another uid). A busy apiserver
+        # is retried: a pod left behind keeps its namespace Terminating.
+        for delay in (0.5, 1.0, 2.0, 5.0, 10.0, 0.0):
+            try:
+                await self.agent.client.request(
+                    "DELETE",
+                    k8s.PODS.path(self.namespace, self.name),
+                    body={"gracePeriodSeconds": 0, "preconditions": {"uid": self.uid}},
+                )
+            except (k8s.NotFound, k8s.Conflict):
+                return
+            except Exception as exc:  # noqa: BLE001 - whatever failed, try again a bit later
+                _log.warning("pod %s/%s: final delete failed: %s", self.namespace, self.name, exc)
+                await asyncio.sleep(delay)
+            else:
+                return
 
 
 class NodeAgent:
@@ -475,15 +493,10 @@ class NodeAgent:
                 known[0].deleted.set()
             return
         if known is None:
-            if pod["metadata"].get("deletionTimestamp") and pod.get("status", {}).get("phase") in (
-                "Succeeded",
-                "Failed",
-                None,
-            ):
-                worker = PodWorker(self, pod, node)
+            worker = PodWorker(self, pod, node)
+            if pod["metadata"].get("deletionTimestamp"):
+                # Terminating before this agent knew it (a restart): finish it, never start it.
                 worker.deleted.set()
-            else:
-                worker = PodWorker(self, pod, node)
             task = asyncio.create_task(worker.run(), name=f"pod:{pod['metadata']['name']}")
             self.workers[uid] = (worker, task)
             task.add_done_callback(functools.partial(self._forget, uid))
