@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
 from collections.abc import Sequence
 
-from klt_cli import checks, demo, ops
+from klt_cli import bench, checks, demo, ops
 from klt_cli.devstack import build, paths
 from klt_cli.devstack.proc import StackError
 from klt_cli.devstack.stack import Stack
@@ -116,6 +117,13 @@ def _cmd_test(args: argparse.Namespace) -> int:
     return checks.run(root, extra, static=not args.no_static, stack=not args.no_stack)
 
 
+def _cmd_bench(args: argparse.Namespace) -> int:
+    flags = ["--quick"] * args.quick + (["--only", *args.only] if args.only else [])
+    command = shlex.join(["./klt", "bench", *flags])  # stored with each result
+    names = args.only or list(bench.NAMES)
+    return bench.run(names, quick=args.quick, command=command, render_only=args.render_only)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="klt", description="klt release-lifecycle toolkit")
     top = parser.add_subparsers(dest="command", required=True)
@@ -151,6 +159,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=float, default=600.0, help="seconds to wait for Completed")
     p.add_argument("--keep", action="store_true", help="do not delete the example namespace first")
     p.set_defaults(func=lambda a: demo.run(timeout=a.timeout, keep=a.keep))
+
+    p = top.add_parser(
+        "bench",
+        help="run the benchmarks in bench/ on the running local stack; update "
+        "bench/results, docs/img and docs/performance.md",
+    )
+    p.add_argument("--quick", action="store_true", help="smaller runs: a few minutes in all")
+    p.add_argument(
+        "--only",
+        nargs="+",
+        choices=bench.NAMES,
+        metavar="NAME",
+        help=f"run only these ({', '.join(bench.NAMES)})",
+    )
+    p.add_argument(
+        "--render-only", action="store_true", help="run nothing; redraw from bench/results"
+    )
+    p.set_defaults(func=_cmd_bench)
 
     p = top.add_parser("test", help="static checks and the whole test suite (what CI runs)")
     p.add_argument("--no-static", action="store_true", help="skip ruff, mypy, import-linter")
