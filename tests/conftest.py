@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import os
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import pytest
@@ -64,16 +64,37 @@ async def cluster(cluster_settings: ClusterSettings) -> AsyncIterator[k8s.Cluste
     await client.close()
 
 
+NamespaceFactory = Callable[..., Awaitable[str]]
+
+
 @pytest.fixture
-async def namespace(cluster: k8s.ClusterClient) -> AsyncIterator[str]:
+async def namespace_factory(cluster: k8s.ClusterClient) -> AsyncIterator[NamespaceFactory]:
+    """Creates fresh namespaces (optionally labelled, e.g. with a shard label that keeps the
+    stack's own services away), all deleted with everything in them after the test."""
+    created: list[str] = []
+
+    async def make(labels: dict[str, str] | None = None, *, name: str | None = None) -> str:
+        name = name or f"t-{uuid.uuid4().hex[:10]}"
+        await cluster.create(
+            k8s.NAMESPACES,
+            {
+                "apiVersion": "v1",
+                "kind": "Namespace",
+                "metadata": {"name": name, "labels": dict(labels or {})},
+            },
+        )
+        created.append(name)
+        return name
+
+    yield make
+    for name in created:
+        await cluster.delete(k8s.NAMESPACES, name)
+
+
+@pytest.fixture
+async def namespace(namespace_factory: NamespaceFactory) -> str:
     """A fresh namespace for one test, deleted afterwards (with everything in it)."""
-    name = f"t-{uuid.uuid4().hex[:10]}"
-    await cluster.create(
-        k8s.NAMESPACES,
-        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}},
-    )
-    yield name
-    await cluster.delete(k8s.NAMESPACES, name)
+    return await namespace_factory()
 
 
 @pytest.fixture

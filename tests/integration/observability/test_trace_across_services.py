@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import functools
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -72,19 +72,9 @@ def shard() -> str:
 
 
 @pytest.fixture
-async def namespace(cluster: k8s.ClusterClient, shard: str) -> AsyncIterator[str]:
+async def namespace(namespace_factory: Callable[..., Awaitable[str]], shard: str) -> str:
     """A fresh namespace that only this test's aggregator and scheduler manage."""
-    name = f"t-{uuid.uuid4().hex[:10]}"
-    await cluster.create(
-        k8s.NAMESPACES,
-        {
-            "apiVersion": "v1",
-            "kind": "Namespace",
-            "metadata": {"name": name, "labels": {AGGREGATOR_SHARD: shard, SCHEDULER_SHARD: shard}},
-        },
-    )
-    yield name
-    await cluster.delete(k8s.NAMESPACES, name)
+    return await namespace_factory({AGGREGATOR_SHARD: shard, SCHEDULER_SHARD: shard})
 
 
 def _common(bus_settings: BusSettings, cluster_settings: ClusterSettings) -> dict[str, Any]:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 from scheduler_kit import (
@@ -27,19 +27,9 @@ def shard() -> str:
 
 
 @pytest.fixture
-async def namespace(cluster: k8s.ClusterClient, shard: str) -> AsyncIterator[str]:
+async def namespace(namespace_factory: Callable[..., Awaitable[str]], shard: str) -> str:
     """A fresh namespace that belongs to this test's scheduler shard only."""
-    name = f"t-{uuid.uuid4().hex[:10]}"
-    await cluster.create(
-        k8s.NAMESPACES,
-        {
-            "apiVersion": "v1",
-            "kind": "Namespace",
-            "metadata": {"name": name, "labels": {SHARD_LABEL: shard}},
-        },
-    )
-    yield name
-    await cluster.delete(k8s.NAMESPACES, name)
+    return await namespace_factory({SHARD_LABEL: shard})
 
 
 @pytest.fixture
