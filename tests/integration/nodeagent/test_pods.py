@@ -218,3 +218,47 @@ async def test_other_pods_run_and_unschedulable_ones_stay_pending(
     pod = await cluster.get(k8s.PODS, "nowhere", namespace)
     assert pod.get("status", {}).get("phase") == "Pending"
     assert not pod["spec"].get("nodeName")
+
+
+async def test_deleting_a_pod_stops_its_running_container_and_the_pod_goes(
+    cluster: k8s.ClusterClient, namespace: str
+) -> None:
+    marker = f"klt-node-agent-test-{namespace}"
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "sleeper"},
+        "spec": {
+            "terminationGracePeriodSeconds": 30,
+            "containers": [
+                {
+                    "name": "main",
+                    "image": "busybox:1.36",
+                    # The marker names the process, so the test can tell it is gone.
+                    "command": ["sh", "-c", f"exec sleep 3600 # {marker}"],
+                }
+            ],
+        },
+    }
+    await cluster.create(k8s.PODS, pod, namespace)
+    for _ in range(300):
+        current = await cluster.get(k8s.PODS, "sleeper", namespace)
+        if current.get("status", {}).get("phase") == "Running":
+            break
+        await asyncio.sleep(0.2)
+    else:
+        raise AssertionError(f"the pod never ran: {current.get('status')}")
+
+    await cluster.delete(k8s.PODS, "sleeper", namespace)
+    # Like the kubelet: the container is stopped and the pod removed, well before the hour its
+    # command would take (a pod left Terminating would hold its namespace for that hour).
+    for _ in range(300):
+        if await cluster.get_or_none(k8s.PODS, "sleeper", namespace) is None:
+            break
+        await asyncio.sleep(0.2)
+    else:
+        raise AssertionError("the deleted pod is still there")
+    running = await asyncio.create_subprocess_exec(
+        "pgrep", "-f", marker, stdout=asyncio.subprocess.DEVNULL
+    )
+    assert await running.wait() == 1, "the container's process was left running"

@@ -324,6 +324,17 @@ class PodWorker:
             else:
                 return
 
+    def terminate(self) -> None:
+        """The pod is being deleted: stop its containers (as the kubelet does), after which
+        the worker deletes the pod for good."""
+        if self.deleted.is_set():
+            return
+        self.deleted.set()
+        if self.procs:
+            task = asyncio.create_task(self._kill_all(), name=f"kill:{self.name}")
+            self.agent.background.add(task)
+            task.add_done_callback(self.agent.background.discard)
+
     async def _kill_all(self) -> None:
         for proc in list(self.procs.values()):
             with contextlib.suppress(ProcessLookupError):
@@ -367,6 +378,8 @@ class NodeAgent:
         self.client = client
         self.ids = sb.unprivileged_ids(settings.run_as_user)
         self.workers: dict[str, tuple[PodWorker, asyncio.Task[None]]] = {}
+        self.background: set[asyncio.Task[None]] = set()
+        """Container kills of terminating pods, kept referenced until done."""
         self.nodes = [f"{settings.node_prefix}-{i}" for i in range(settings.nodes)]
 
     def node_port(self, index: int) -> int:
@@ -490,7 +503,7 @@ class NodeAgent:
         known = self.workers.get(uid)
         if etype == "DELETED":
             if known:
-                known[0].deleted.set()
+                known[0].terminate()
             return
         if known is None:
             worker = PodWorker(self, pod, node)
@@ -501,7 +514,7 @@ class NodeAgent:
             self.workers[uid] = (worker, task)
             task.add_done_callback(functools.partial(self._forget, uid))
         elif pod["metadata"].get("deletionTimestamp"):
-            known[0].deleted.set()
+            known[0].terminate()
 
     def _forget(self, uid: str, _task: asyncio.Task[None]) -> None:
         self.workers.pop(uid, None)
