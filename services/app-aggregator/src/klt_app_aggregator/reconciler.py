@@ -1,6 +1,6 @@
 """Reconciliation from the cluster: watch caches feed one keyed delay queue.
 
-Three kinds of work items, each keyed by ``(kind, namespace, name)``:
+Four kinds of work items, each keyed by ``(kind, namespace, name)``:
 
 ``request``
     A KeptnAppCreationRequest. Due at ``creationTimestamp + window`` (at once for a
@@ -19,6 +19,14 @@ Three kinds of work items, each keyed by ``(kind, namespace, name)``:
     small in a healthy cluster, and the apiserver filters it, so the aggregator never holds
     every pod of the cluster. The gate itself is checked client-side (no selector exists for
     it).
+``ungated``
+    A pod of a supported owner in a namespace that opted in (``keptn.sh/lifecycle-toolkit:
+    enabled``) that carries neither the gate nor the mark of its removal: the webhook never saw
+    it (it was down, and its ``failurePolicy`` is ``Ignore``). The pod already runs, but its
+    workload is discovered as the webhook would have done it, from the pod and its owners, and
+    its lifecycle (checks, app version, trace) follows. Such pods are seen while they are still
+    in the pending set, and by the resync's one pod list per opted-in namespace, which looks
+    at one pod per owner that no KeptnWorkload references yet.
 
 A periodic resync re-adds every request and gated pod and every unconfirmed app; items that
 need nothing cost a cache lookup (apps), or one read (pods), so the resync only finds what the
@@ -46,7 +54,7 @@ _log = logging.getLogger(__name__)
 UNSCHEDULED_PENDING = "spec.nodeName=,status.phase=Pending"
 """The field selector of the pod watch (see the module docstring)."""
 
-REQUEST, APP, POD = "request", "app", "pod"
+REQUEST, APP, POD, UNGATED = "request", "app", "pod", "ungated"
 
 Item = tuple[str, str, str]
 
@@ -54,6 +62,13 @@ Item = tuple[str, str, str]
 def is_gated(pod: Mapping[str, Any]) -> bool:
     gates = rules.spec(pod).get("schedulingGates") or []
     return any(isinstance(g, Mapping) and g.get("name") == disc.SCHEDULING_GATE for g in gates)
+
+
+def missed_by_webhook(pod: Mapping[str, Any]) -> bool:
+    """A pod of a supported owner with neither klt's gate nor the mark of its removal."""
+    if is_gated(pod) or disc.GATE_REMOVED in (rules.meta(pod).get("annotations") or {}):
+        return False
+    return disc.supported_owner(rules.meta(pod)) is not None
 
 
 def _key(obj: Mapping[str, Any]) -> tuple[str, str]:
@@ -133,8 +148,32 @@ class Reconciler:
             self.queue.add((REQUEST, *_key(request)), self.request_delay(request))
 
     def on_pod(self, event: k8s.WatchEvent) -> None:
-        if event.type != "DELETED" and is_gated(event.object):
+        if event.type == "DELETED":
+            return
+        if is_gated(event.object):
             self.queue.add((POD, *_key(event.object)), self.pod_delay(event.object))
+        elif self.needs_discovery(event.object):
+            self.queue.add((UNGATED, *_key(event.object)))
+
+    def opted_in(self, namespace: str) -> bool:
+        ns = self.aggregator.namespaces.get(namespace)
+        annotations = rules.meta(ns or {}).get("annotations") or {}
+        return annotations.get(disc.NAMESPACE_ENABLED) == "enabled"
+
+    def needs_discovery(self, pod: Mapping[str, Any]) -> bool:
+        """An ungated pod the webhook missed, in an opted-in namespace, of an owner that no
+        KeptnWorkload references yet."""
+        if not missed_by_webhook(pod) or not self.opted_in(str(rules.meta(pod).get("namespace"))):
+            return False
+        owner = disc.supported_owner(rules.meta(pod)) or {}
+        uid = str(owner.get("uid", ""))
+        return uid not in self.known_owners()
+
+    def known_owners(self) -> set[str]:
+        return {
+            str((rules.spec(w).get("resourceReference") or {}).get("uid", ""))
+            for w in self.aggregator.workloads.values()
+        }
 
     def resync(self) -> None:
         """Queue everything the caches say may need work (the queue drops duplicates)."""
@@ -151,6 +190,25 @@ class Reconciler:
             if is_gated(pod):
                 self.queue.add((POD, *_key(pod)), self.pod_delay(pod))
 
+    async def resync_ungated(self) -> None:
+        """Queue one ungated pod per unknown owner in each opted-in namespace of this shard."""
+        scope = self.settings.namespace
+        for ns in self.aggregator.namespaces.values():
+            name = str(rules.meta(ns).get("name", ""))
+            if (scope is not None and name != scope) or not self.opted_in(name):
+                continue
+            if not await self.aggregator.admits(name):
+                continue
+            known = self.known_owners()
+            seen: set[str] = set()
+            for pod in (await self.aggregator.cluster.list(k8s.PODS, name)).items:
+                owner = disc.supported_owner(rules.meta(pod)) or {}
+                uid = str(owner.get("uid", ""))
+                if uid in known or uid in seen or not missed_by_webhook(pod):
+                    continue
+                seen.add(uid)
+                self.queue.add((UNGATED, *_key(pod)))
+
     # -- handling -------------------------------------------------------------------------------
 
     async def handle(self, item: Item) -> float | None:
@@ -161,6 +219,9 @@ class Reconciler:
             return await self.aggregator.complete_creation_request(ns, name)
         if kind == APP:
             return await self.aggregator.reconcile_app(ns, name)
+        if kind == UNGATED:
+            await self.discover_ungated(ns, name)
+            return None
         pod = self.pods.get(name, ns)
         if (
             pod is None
@@ -174,6 +235,15 @@ class Reconciler:
         await self.aggregator.reconcile_pod(pod)
         return None
 
+    async def discover_ungated(self, ns: str, name: str) -> None:
+        pod = self.pods.get(name, ns) or await self.aggregator.cluster.get_or_none(
+            k8s.PODS, name, ns
+        )
+        if pod is None or not missed_by_webhook(pod) or not self.opted_in(ns):
+            return
+        _log.debug("pod %s/%s was admitted without the webhook; discovering its workload", ns, name)
+        await self.aggregator.reconcile_pod(pod)
+
     # -- loops ----------------------------------------------------------------------------------
 
     async def resync_loop(self, stop: asyncio.Event) -> None:
@@ -183,6 +253,10 @@ class Reconciler:
                 return
         while True:
             self.resync()
+            try:
+                await self.resync_ungated()
+            except k8s.ApiError as exc:
+                _log.warning("could not look for pods the webhook missed: %s", exc)
             if await sleep_or_stop(self.settings.resync_seconds, stop):
                 return
 

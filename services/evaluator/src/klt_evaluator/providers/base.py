@@ -165,6 +165,15 @@ class Provider(Protocol):
         ...
 
 
+def to_float(value: float) -> float:
+    """``float(value)`` for a number from a provider's JSON; an integer beyond the float range
+    (JSON allows any number of digits) is a readable error, not an OverflowError."""
+    try:
+        return float(value)
+    except OverflowError:
+        raise ProviderError("the provider answered a number beyond the float range") from None
+
+
 def single(values: list[float]) -> float:
     """The one value of a result that must have exactly one."""
     if not values:

@@ -28,6 +28,7 @@ from klt_evaluator.providers.base import (
     Query,
     Reading,
     SecretReader,
+    to_float,
 )
 from klt_evaluator.providers.transport import Transport
 
@@ -96,13 +97,17 @@ class DatadogProvider:
                 f"{config.type} provider answered HTTP {response.status}", raw=response.body
             )
         series = payload.get("series") or []
+        if not isinstance(series, list):
+            raise ProviderError("the answer's series is not a list", raw=response.body)
         if not series:
             raise ProviderError(NO_VALUES, raw=response.body)
         if len(series) > 1:
             raise ProviderError(TOO_MANY_VALUES, raw=response.body)
-        points = series[0].get("pointlist") or []
+        points = (series[0].get("pointlist") if isinstance(series[0], dict) else None) or []
+        if not isinstance(points, list):
+            raise ProviderError("the answer's pointlist is not a list", raw=response.body)
         values = [
-            float(point[1])
+            to_float(point[1])
             for point in points
             if isinstance(point, list) and len(point) > 1 and isinstance(point[1], int | float)
         ]

@@ -42,6 +42,7 @@ from klt_evaluator.providers.base import (
     Query,
     Reading,
     SecretReader,
+    to_float,
 )
 from klt_evaluator.providers.transport import Response, Transport
 
@@ -114,15 +115,16 @@ class DynatraceProvider:
             )
         series = [
             data
-            for result in payload.get("result") or []
-            for data in (result.get("data") or [])
+            for result in _list(payload.get("result"))
+            if isinstance(result, dict)
+            for data in _list(result.get("data"))
             if isinstance(data, dict)
         ]
         if not series:
             raise ProviderError(NO_VALUES, raw=response.body)
         if len(series) > 1:
             raise ProviderError(TOO_MANY_VALUES, raw=response.body)
-        values = [float(v) for v in series[0].get("values") or [] if isinstance(v, int | float)]
+        values = [to_float(v) for v in _list(series[0].get("values")) if _numeric(v)]
         if not values:
             raise ProviderError(NO_VALUES, raw=response.body)
         if query.series:
@@ -150,13 +152,18 @@ def _client_credentials(secret: str) -> tuple[str, str]:
     return f"{parts[0]}.{parts[1]}", secret
 
 
+def _list(value: Any) -> list[Any]:
+    """``value`` if it is a list; anything else (absent, null, a string) reads as empty."""
+    return value if isinstance(value, list) else []
+
+
 def _numeric(value: Any) -> TypeGuard[int | float]:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 def _record_values(record: dict[str, Any]) -> list[float]:
     arrays = [
-        [float(v) for v in item if v is not None]
+        [to_float(v) for v in item if v is not None]
         for item in record.values()
         if isinstance(item, list) and item and all(v is None or _numeric(v) for v in item)
     ]
@@ -164,7 +171,7 @@ def _record_values(record: dict[str, Any]) -> list[float]:
         raise ProviderError(TOO_MANY_VALUES)
     if arrays:
         return arrays[0]
-    scalars = [float(v) for v in record.values() if _numeric(v)]
+    scalars = [to_float(v) for v in record.values() if _numeric(v)]
     if len(scalars) > 1:
         raise ProviderError(TOO_MANY_VALUES)
     return scalars
@@ -218,7 +225,7 @@ class DqlProvider:
         if not isinstance(token, str) or not token:
             raise ProviderError(f"could not retrieve an OAuth token from {auth_url}")
         lifetime = payload.get("expires_in")
-        seconds = float(lifetime) if _numeric(lifetime) else 300.0
+        seconds = float(min(lifetime, 10**9)) if _numeric(lifetime) else 300.0
         self._tokens[cache_key] = _AccessToken(token, time.monotonic() + max(seconds - 300, 30))
         return token
 
@@ -248,9 +255,10 @@ class DqlProvider:
                     f"{config.type} provider answered HTTP {response.status}", raw=response.body
                 )
             if isinstance(payload, dict) and payload.get("state") == "SUCCEEDED":
-                return self._read(payload.get("result") or {}, query, response.body)
+                result = payload.get("result")
+                return self._read(result if isinstance(result, dict) else {}, query, response.body)
             request_token = payload.get("requestToken") if isinstance(payload, dict) else None
-            if not request_token:
+            if not isinstance(request_token, str) or not request_token:
                 state = payload.get("state") if isinstance(payload, dict) else None
                 raise ProviderError(f"DQL query ended in state {state!r}", raw=response.body)
             await asyncio.sleep(self._poll_interval)
@@ -268,7 +276,7 @@ class DqlProvider:
 
     @staticmethod
     def _read(result: dict[str, Any], query: Query, raw: bytes) -> Reading:
-        records = [r for r in result.get("records") or [] if isinstance(r, dict)]
+        records = [r for r in _list(result.get("records")) if isinstance(r, dict)]
         if not records:
             raise ProviderError(NO_VALUES, raw=raw)
         if len(records) > 1:

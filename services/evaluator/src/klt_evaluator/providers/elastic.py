@@ -33,6 +33,7 @@ from klt_evaluator.providers.base import (
     Query,
     Reading,
     SecretReader,
+    to_float,
 )
 from klt_evaluator.providers.transport import Transport
 
@@ -60,7 +61,7 @@ def _aggregation_values(aggregations: Any) -> list[float]:
     if not isinstance(aggregations, dict):
         return []
     return [
-        float(agg["value"])
+        to_float(agg["value"])
         for agg in aggregations.values()
         if isinstance(agg, dict) and _numeric(agg.get("value"))
     ]
@@ -74,7 +75,7 @@ def extract(answer: dict[str, Any], path: str | None) -> float:
             raise ProviderError(f"no value at {path!r} in the search answer")
         if not _numeric(found):
             raise ProviderError(f"the value at {path!r} is not a number")
-        return float(found)
+        return to_float(found)
     if "aggregations" in answer:
         values = _aggregation_values(answer["aggregations"])
         if not values:
@@ -86,7 +87,7 @@ def extract(answer: dict[str, Any], path: str | None) -> float:
     total = total.get("value") if isinstance(total, dict) else total
     if not _numeric(total):
         raise ProviderError(NO_VALUES)
-    return float(total)
+    return to_float(total)
 
 
 class ElasticProvider:

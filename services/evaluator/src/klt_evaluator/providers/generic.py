@@ -44,6 +44,7 @@ from klt_evaluator.providers.base import (
     Query,
     Reading,
     SecretReader,
+    to_float,
 )
 from klt_evaluator.providers.transport import Transport, origin_of
 
@@ -73,7 +74,7 @@ def _as_number(value: Any, path: str) -> float:
     if isinstance(value, bool) or value is None:
         raise ProviderError(f"the value at {path} is not a number")
     if isinstance(value, int | float):
-        return float(value)
+        return to_float(value)
     if isinstance(value, str):
         try:
             return parse_number(value)

@@ -108,7 +108,10 @@ class PrometheusProvider:
             raise ProviderError(
                 f"{kind}: {payload.get('error', 'query failed')}", raw=response.body
             )
-        return self._read(payload.get("data") or {}, query)
+        data = payload.get("data") or {}
+        if not isinstance(data, dict):
+            raise ProviderError(CANNOT_CAST, raw=response.body)
+        return self._read(data, query)
 
     @staticmethod
     def _read(data: dict[str, Any], query: Query) -> Reading:
@@ -122,7 +125,7 @@ class PrometheusProvider:
                 raise ProviderError(NO_VALUES)
             if len(result) > 1:
                 raise ProviderError(TOO_MANY_VALUES)
-            text = _sample(result[0].get("value"))
+            text = _sample(result[0].get("value") if isinstance(result[0], dict) else None)
             value = _number(text)
             if query.series:
                 return Reading((value,), "", json.dumps([text]).encode())
@@ -132,7 +135,10 @@ class PrometheusProvider:
                 raise ProviderError(NO_VALUES)
             if len(result) > 1:
                 raise ProviderError(TOO_MANY_VALUES)
-            samples = [_sample(pair) for pair in result[0].get("values") or []]
+            pairs = (result[0].get("values") if isinstance(result[0], dict) else None) or []
+            if not isinstance(pairs, list):
+                raise ProviderError(CANNOT_CAST)
+            samples = [_sample(pair) for pair in pairs]
             if not samples:
                 raise ProviderError(NO_VALUES)
             if query.series:
