@@ -436,13 +436,26 @@ async def create_checks(cluster: k8s.ClusterClient, scope: Scope) -> None:
             },
             ns,
         )
+    await create_evaluation(cluster, scope)
+
+
+async def create_evaluation(
+    cluster: k8s.ClusterClient, scope: Scope, *, provider_secret: dict[str, str] | None = None
+) -> None:
+    """The evaluation ``healthy``: metric ``one`` (``vector(1)``) from the stack's Prometheus,
+    through provider ``prom`` (with ``provider_secret`` as its ``secretKeyRef`` when given)."""
+    labels = scope.object_labels()
+    ns = scope.namespace
+    provider: dict[str, Any] = {"type": "prometheus", "targetServer": PROMETHEUS_URL}
+    if provider_secret is not None:
+        provider["secretKeyRef"] = provider_secret
     await cluster.create(
         PROVIDERS,
         {
             "apiVersion": METRICS,
             "kind": "KeptnMetricsProvider",
             "metadata": {"name": "prom"},
-            "spec": {"type": "prometheus", "targetServer": PROMETHEUS_URL},
+            "spec": provider,
         },
         ns,
     )

@@ -31,16 +31,12 @@ import pytest
 from aiokafka import AIOKafkaConsumer
 from aiokafka.admin import AIOKafkaAdminClient
 from faults_kit import (
-    EVALUATION_DEFINITIONS,
-    KEPTN_METRICS,
     LIFECYCLE,
-    METRICS,
-    PROMETHEUS_URL,
-    PROVIDERS,
     TASK_DEFINITIONS,
     Plan,
     Scope,
     ServiceProcess,
+    create_evaluation,
     gated_replicaset,
     invariants,
     wait_outcomes,
@@ -101,43 +97,8 @@ async def _create_objects(cluster: k8s.ClusterClient, scope: Scope, canary: str)
         },
         ns,
     )
-    await cluster.create(
-        PROVIDERS,
-        {
-            "apiVersion": METRICS,
-            "kind": "KeptnMetricsProvider",
-            "metadata": {"name": "prom"},
-            "spec": {
-                "type": "prometheus",
-                "targetServer": PROMETHEUS_URL,
-                "secretKeyRef": {"name": "prom-creds", "key": "password"},
-            },
-        },
-        ns,
-    )
-    await cluster.create(
-        KEPTN_METRICS,
-        {
-            "apiVersion": METRICS,
-            "kind": "KeptnMetric",
-            "metadata": {"name": "one", "labels": labels},
-            "spec": {"provider": {"name": "prom"}, "query": "vector(1)", "fetchIntervalSeconds": 5},
-        },
-        ns,
-    )
-    await cluster.create(
-        EVALUATION_DEFINITIONS,
-        {
-            "apiVersion": LIFECYCLE,
-            "kind": "KeptnEvaluationDefinition",
-            "metadata": {"name": "healthy", "labels": labels},
-            "spec": {
-                "objectives": [{"keptnMetricRef": {"name": "one"}, "evaluationTarget": ">0"}],
-                "retries": 10,
-                "retryInterval": "1s",
-            },
-        },
-        ns,
+    await create_evaluation(
+        cluster, scope, provider_secret={"name": "prom-creds", "key": "password"}
     )
 
 
