@@ -426,27 +426,8 @@ class Consumer:
             await runner.run(stop)
 
     async def _connect(self, stop: asyncio.Event) -> Any:
-        settings = self._settings
-        return await _start_client(
-            lambda: AIOKafkaConsumer(
-                bootstrap_servers=settings.bootstrap_servers,
-                group_id=self._group_id,
-                client_id=self._client_id,
-                enable_auto_commit=False,
-                # A new group starts at the beginning: events published before a service's very
-                # first start (e.g. while it was being installed) are still handled.
-                auto_offset_reset="earliest",
-                max_poll_records=settings.max_poll_records,
-                session_timeout_ms=settings.session_timeout_ms,
-                heartbeat_interval_ms=settings.heartbeat_interval_ms,
-                # The others wait for us while we drain revoked partitions: give them the drain
-                # grace plus a session's worth before they drop us from the group.
-                rebalance_timeout_ms=int(settings.drain_grace_seconds * 1000)
-                + settings.session_timeout_ms,
-            ),
-            settings=settings,
-            what="kafka consumer",
-            stop=stop,
+        return await connect_group_member(
+            self._settings, group_id=self._group_id, client_id=self._client_id, stop=stop
         )
 
     async def _dispatch(self, record: Any, *, stop: asyncio.Event) -> None:
@@ -508,6 +489,34 @@ class Consumer:
             otel_context.detach(token)
         if metrics is not None:
             metrics.handled(record.topic, envelope.type, attempts=attempts)
+
+
+async def connect_group_member(
+    settings: BusSettings, *, group_id: str, client_id: str, stop: asyncio.Event
+) -> Any:
+    """A started consumer-group member (not yet subscribed), with the options every klt
+    consumer shares; retried like every client start until ``stop``."""
+    return await _start_client(
+        lambda: AIOKafkaConsumer(
+            bootstrap_servers=settings.bootstrap_servers,
+            group_id=group_id,
+            client_id=client_id,
+            enable_auto_commit=False,
+            # A new group starts at the beginning: events published before a service's very
+            # first start (e.g. while it was being installed) are still handled.
+            auto_offset_reset="earliest",
+            max_poll_records=settings.max_poll_records,
+            session_timeout_ms=settings.session_timeout_ms,
+            heartbeat_interval_ms=settings.heartbeat_interval_ms,
+            # The others wait for us while we drain revoked partitions: give them the drain
+            # grace plus a session's worth before they drop us from the group.
+            rebalance_timeout_ms=int(settings.drain_grace_seconds * 1000)
+            + settings.session_timeout_ms,
+        ),
+        settings=settings,
+        what="kafka consumer",
+        stop=stop,
+    )
 
 
 async def _send_dead_letter(

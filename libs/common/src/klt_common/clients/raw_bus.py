@@ -31,7 +31,6 @@ from collections.abc import Awaitable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from aiokafka import AIOKafkaConsumer
 from opentelemetry import context as otel_context
 from opentelemetry import propagate
 
@@ -167,25 +166,9 @@ class RawConsumer:
             await runner.run(stop)
 
     async def _connect(self, stop: asyncio.Event) -> Any:
-        # Same client options as ``bus.Consumer`` (see there for the reasons); only the
-        # subscription differs.
-        settings = self._settings
-        return await bus._start_client(
-            lambda: AIOKafkaConsumer(
-                bootstrap_servers=settings.bootstrap_servers,
-                group_id=self._group_id,
-                client_id=self._client_id,
-                enable_auto_commit=False,
-                auto_offset_reset="earliest",
-                max_poll_records=settings.max_poll_records,
-                session_timeout_ms=settings.session_timeout_ms,
-                heartbeat_interval_ms=settings.heartbeat_interval_ms,
-                rebalance_timeout_ms=int(settings.drain_grace_seconds * 1000)
-                + settings.session_timeout_ms,
-            ),
-            settings=settings,
-            what="kafka consumer",
-            stop=stop,
+        # Same client as ``bus.Consumer``; only the subscription differs.
+        return await bus.connect_group_member(
+            self._settings, group_id=self._group_id, client_id=self._client_id, stop=stop
         )
 
     async def _dispatch(self, record: Any, *, stop: asyncio.Event) -> None:
